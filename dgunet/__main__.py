@@ -1,0 +1,3 @@
+from dgunet.cli import main
+
+raise SystemExit(main())

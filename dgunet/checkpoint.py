@@ -1,0 +1,168 @@
+"""Loading and saving weights safely.
+
+Loading accepts every published format: a training checkpoint `{'epoch', 'state_dict',
+'optimizer'}`, a bare state dict (the compressive-sensing `.pkl` files), keys with or without
+the `module.` prefix that `nn.DataParallel` adds. Files are read with `weights_only=True`, so
+a file that would run code when unpickled is refused, never executed. Loading is strict; on a
+mismatch the error says which variant the file holds and which one the model is.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dgunet.errors import CheckpointError
+from dgunet.models.cs import CS_RATIOS, num_measurements
+from dgunet.models.registry import VARIANTS
+
+StateDict = dict[str, Tensor]
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """torch.load(path, weights_only=True) with errors a user can act on."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; check the --weights path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unsupported object"
+        raise CheckpointError(
+            f"refused to load {path}: it holds pickled Python objects other than tensors and "
+            f"plain containers, which could run code when loaded, so it was not unpickled "
+            f"({reason}). If you trust its source, re-save just its state dict "
+            f"(torch.save(model.state_dict(), ...)) and load that."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}. Is the file complete "
+                              f"(not an HTML download page or a truncated copy)?") from None
+
+
+def extract_state_dict(obj: Any, source: str = "checkpoint") -> StateDict:
+    """The model weights inside a loaded checkpoint, without any `module.` prefix."""
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{source} holds no state dict: expected a dict of tensors or a dict "
+                              f"with a 'state_dict' entry")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+@dataclass(frozen=True)
+class Structure:
+    """What a state dict's keys and shapes say about the model that wrote it."""
+
+    kind: str  # "image" or "cs"
+    arch: str  # "DGUNet" or "DGUNet_plus"
+    n_feat: int
+    scale_unetfeats: int
+    scale_orsnetfeats: int | None  # not recorded by image DGUNet+ checkpoints
+    in_c: int
+    cs_ratio: float | None = None
+
+    def describe(self) -> str:
+        name = "DGUNet+" if self.arch == "DGUNet_plus" else "DGUNet"
+        widths = f"n_feat={self.n_feat}, scale_unetfeats={self.scale_unetfeats}"
+        if self.kind == "cs":
+            ratio = f"{self.cs_ratio:g}%" if self.cs_ratio is not None else "an unknown ratio"
+            return f"{name} for compressive sensing at ratio {ratio} ({widths})"
+        tasks = [t for (t, a), v in VARIANTS.items() if t != "cs" and a == self.arch
+                 and (v.n_feat, v.scale_unetfeats) == (self.n_feat, self.scale_unetfeats)
+                 and self.scale_orsnetfeats in (None, v.scale_orsnetfeats)]
+        if tasks:
+            return f"{name} for {' or '.join(tasks)} ({widths})"
+        return f"{name} with non-published widths ({widths}, in_c={self.in_c})"
+
+
+def infer_structure(state: Mapping[str, Tensor]) -> Structure | None:
+    """Recognise a DGUNet state dict from a few landmark keys; None if it is not one."""
+    try:
+        first = state["shallow_feat1.0.weight"]
+        n_feat, in_c = first.shape[0], first.shape[1]
+        scale = state["stage1_encoder.body.0.identity.weight"].shape[0] - n_feat
+        if "Phi" in state:
+            m = state["Phi"].shape[0]
+            ratio = next((r for r in CS_RATIOS if num_measurements(r) == m), None)
+            arch = "DGUNet_plus" if any(k.startswith("body.") for k in state) else "DGUNet"
+            orsnet = state["concat_final.weight"].shape[0] - n_feat
+            return Structure("cs", arch, n_feat, scale, orsnet, in_c, ratio)
+        if "basic.r1" in state:
+            orsnet = state["concat67.weight"].shape[0] - n_feat
+            return Structure("image", "DGUNet", n_feat, scale, orsnet, in_c)
+        if "merge67.conv_block.weight" in state:
+            return Structure("image", "DGUNet_plus", n_feat, scale, None, in_c)
+    except (KeyError, IndexError, AttributeError):
+        pass
+    return None
+
+
+def _describe(state: Mapping[str, Tensor]) -> str:
+    structure = infer_structure(state)
+    return structure.describe() if structure else "not any DGUNet variant we know"
+
+
+def _mismatch_message(source: str, ckpt: StateDict, model: nn.Module) -> str | None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in ckpt]
+    unexpected = [k for k in ckpt if k not in expected]
+    shapes = [f"{k}: file {tuple(ckpt[k].shape)} vs model {tuple(v.shape)}"
+              for k, v in expected.items() if k in ckpt and ckpt[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return None
+
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:4]) + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
+
+    lines = [f"{source} does not fit the model: this checkpoint is {_describe(ckpt)}; "
+             f"the model you built is {_describe(expected)}."]
+    if missing:
+        lines.append(f"  missing keys ({len(missing)}): {few(missing)}")
+    if unexpected:
+        lines.append(f"  unexpected keys ({len(unexpected)}): {few(unexpected)}")
+    if shapes:
+        lines.append(f"  shape mismatches ({len(shapes)}): {few(shapes)}")
+    lines.append("  Build the model that matches the file (task, --arch, widths, --cs-ratio).")
+    return "\n".join(lines)
+
+
+def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
+    """Load published or our own weights into `model`, strictly. Returns the model."""
+    if isinstance(path_or_state_dict, Mapping):
+        source, obj = "the state dict", path_or_state_dict
+    else:
+        source, obj = f"checkpoint {path_or_state_dict}", read_checkpoint(path_or_state_dict)
+    state = extract_state_dict(obj, source)
+    problem = _mismatch_message(source, state, model)
+    if problem:
+        raise CheckpointError(problem)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save through a temporary file in the same folder, then rename.
+
+    A crash or a full disk leaves the previous file intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

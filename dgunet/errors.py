@@ -1,0 +1,17 @@
+"""Errors a user can act on. The CLI prints their message alone, without a traceback."""
+
+
+class DGUNetError(Exception):
+    """Base class: the message names the file or value at fault and what to do."""
+
+
+class CheckpointError(DGUNetError):
+    """A weights file is missing, unsafe, unreadable or of another variant."""
+
+
+class DataError(DGUNetError):
+    """A data set folder, image or .mat file is missing or not as expected."""
+
+
+class ConfigError(DGUNetError):
+    """A configuration value or command-line combination cannot work."""

@@ -1,0 +1,153 @@
+"""DGUNet and DGUNet+ for block compressive sensing (known, learned sampling matrix Phi).
+
+The model takes the clean image, samples every 32x32 block with Phi (m x 1024) and
+reconstructs it. With the sampling known, the gradient step is exact:
+  v = x - r * x Phi^T Phi + r * Phi^T b        (on rows of 1024 block pixels)
+A 32x32 input is a single block (the published first training phase); larger inputs are
+cut into blocks (the published "deblock" phase). One model serves both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from dgunet.models.blocks import Decoder, Encoder, GatedSAM, ResBlock, conv, shallow_feat
+from dgunet.models.image import NUM_STAGES, step_size
+
+BLOCK = 32
+CS_RATIOS = (1, 4, 10, 25, 30, 40, 50)
+
+
+def num_measurements(cs_ratio: float) -> int:
+    """m = ceil(ratio/100 * 1024): 1% -> 11, 10% -> 103, 25% -> 256, 50% -> 512."""
+    return math.ceil(cs_ratio * BLOCK * BLOCK / 100)
+
+
+def image_to_blocks(img: Tensor, block: int = BLOCK) -> Tensor:
+    """(B,1,H,W), H and W multiples of `block` -> (B*H/block*W/block, block*block), row-major."""
+    b, c, h, w = img.shape
+    x = img.reshape(b, c, h // block, block, w // block, block)
+    return x.permute(0, 2, 4, 1, 3, 5).reshape(-1, c * block * block)
+
+
+def blocks_to_image(rows: Tensor, shape: torch.Size, block: int = BLOCK) -> Tensor:
+    """Inverse of `image_to_blocks`: (N, block*block) -> `shape` = (B,1,H,W)."""
+    b, c, h, w = shape
+    x = rows.reshape(b, h // block, w // block, c, block, block)
+    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+class Measurements:
+    """Phi^T Phi and Phi^T b of one batch, computed once and reused by all 7 stages."""
+
+    def __init__(self, phi: Tensor, img: Tensor):
+        self.shape = img.shape
+        rows = image_to_blocks(img)
+        self.phit_b = (rows @ phi.t()) @ phi  # (N,1024)
+        self.phit_phi = phi.t() @ phi  # (1024,1024)
+
+    def gradient_step(self, x: Tensor, r: Tensor) -> Tensor:
+        """x (B,1,H,W) -> v (B,1,H,W)."""
+        rows = image_to_blocks(x)
+        v = rows - r * (rows @ self.phit_phi) + r * self.phit_b
+        return blocks_to_image(v, self.shape)
+
+
+class CSStage(nn.Module):
+    """One middle stage (published `MPRBlock`). It also owns `phi`/`phit` ResBlocks that the
+    published model never calls; they are kept so that checkpoints load strictly."""
+
+    def __init__(self, n_feat: int, scale_unetfeats: int, in_c: int, kernel_size: int,
+                 reduction: int, bias: bool, resblock_act: nn.Module):
+        super().__init__()
+        self.r = step_size()
+        self.shallow_feat = shallow_feat(in_c, n_feat, kernel_size, reduction, bias, nn.PReLU())
+        self.stage_encoder = Encoder(n_feat, scale_unetfeats, csff="additive")
+        self.stage_decoder = Decoder(n_feat, scale_unetfeats)
+        self.sam = GatedSAM(n_feat, in_c, 1, bias)
+        self.phi = ResBlock(resblock_act)
+        self.phit = ResBlock(resblock_act)
+        self.concat = conv(2 * n_feat, n_feat, kernel_size, bias)
+
+    def forward(self, x: Tensor, meas: Measurements, feats: Tensor, enc: list[Tensor],
+                dec: list[Tensor]):
+        v = meas.gradient_step(x, self.r)
+        f = self.concat(torch.cat([self.shallow_feat(v), feats], dim=1))
+        skips, bottom = self.stage_encoder(f, enc, dec)
+        dec = self.stage_decoder(bottom, skips)
+        feats, img = self.sam(dec[-1], v)
+        return img, feats, skips, dec
+
+
+class _CSUnfolding(nn.Module):
+    size_multiple = BLOCK
+    shared = True
+
+    def __init__(self, in_c: int = 1, out_c: int = 1, cs_ratio: float = 25, n_feat: int = 32,
+                 scale_unetfeats: int = 16, scale_orsnetfeats: int = 16, kernel_size: int = 3,
+                 reduction: int = 4, bias: bool = False):
+        super().__init__()
+        if in_c != 1 or out_c != 1:
+            raise ValueError("the CS model reconstructs one channel: in_c = out_c = 1")
+        n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
+        self.in_c, self.out_c, self.cs_ratio = in_c, out_c, cs_ratio
+        self.n_feat, self.scale_unetfeats, self.scale_orsnetfeats = n, s, o
+        self.Phi = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_measurements(cs_ratio), BLOCK**2)))
+        self.r0 = step_size()
+        self.r_final = step_size()
+        act = nn.PReLU()
+        resblock_act = nn.PReLU()
+        self.shallow_feat1 = shallow_feat(in_c, n, kernel_size, reduction, bias, act)
+
+        def stage() -> CSStage:
+            return CSStage(n, s, in_c, kernel_size, reduction, bias, resblock_act)
+
+        if self.shared:
+            self.stage_model = stage()
+        else:
+            self.body = nn.ModuleList(stage() for _ in range(NUM_STAGES - 2))
+        self.shallow_feat_final = shallow_feat(in_c, n, kernel_size, reduction, bias, act)
+        # Stage 1's encoder owns CSFF convs too, although it never has a previous stage.
+        self.stage1_encoder = Encoder(n, s, csff="additive")
+        self.stage1_decoder = Decoder(n, s)
+        self.sam12 = GatedSAM(n, in_c, 1, bias)
+        self.concat_final = conv(2 * n, n + o, kernel_size, bias)
+        self.tail = conv(n + o, out_c, kernel_size, bias)
+
+    def _middle_stages(self) -> list[CSStage]:
+        return [self.stage_model] * (NUM_STAGES - 2) if self.shared else list(self.body)
+
+    def forward(self, img: Tensor) -> list[Tensor]:
+        """img (B,1,H,W) in [0,1], H and W multiples of 32 -> 7 reconstructions, final first."""
+        meas = Measurements(self.Phi, img)
+        v = meas.gradient_step(blocks_to_image(meas.phit_b, img.shape), self.r0)
+        skips, bottom = self.stage1_encoder(self.shallow_feat1(v))
+        dec = self.stage1_decoder(bottom, skips)
+        feats, x = self.sam12(dec[-1], v)
+        estimates = [x]
+        for stage in self._middle_stages():
+            x, feats, skips, dec = stage(x, meas, feats, skips, dec)
+            estimates.append(x)
+        v = meas.gradient_step(x, self.r_final)
+        f = self.concat_final(torch.cat([self.shallow_feat_final(v), feats], dim=1))
+        final = self.tail(f) + v  # published: + v, not + the input
+        return [final, *reversed(estimates)]
+
+    def step_sizes(self) -> list[float]:
+        middle = [float(stage.r) for stage in self._middle_stages()]
+        return [float(self.r0), *middle, float(self.r_final)]
+
+
+class CSDGUNet(_CSUnfolding):
+    """CS DGUNet: stages 2..6 share one `stage_model`."""
+
+    shared = True
+
+
+class CSDGUNetPlus(_CSUnfolding):
+    """CS DGUNet+: stages 2..6 are `body.0` .. `body.4`, each with its own weights."""
+
+    shared = False

@@ -1,0 +1,102 @@
+"""The published variants: which class and which widths each task's model file uses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from dgunet.models.cs import CSDGUNet, CSDGUNetPlus
+from dgunet.models.image import DGUNet, DGUNetPlus
+
+TASKS = ("deblurring", "deraining", "denoising", "cs")
+ARCHS = ("DGUNet", "DGUNet_plus")
+
+
+@dataclass(frozen=True)
+class Variant:
+    task: str
+    arch: str
+    n_feat: int
+    scale_unetfeats: int
+    scale_orsnetfeats: int
+
+    @property
+    def cls(self) -> type[nn.Module]:
+        if self.task == "cs":
+            return CSDGUNetPlus if self.arch == "DGUNet_plus" else CSDGUNet
+        return DGUNetPlus if self.arch == "DGUNet_plus" else DGUNet
+
+    @property
+    def widths(self) -> dict[str, int]:
+        return {"n_feat": self.n_feat, "scale_unetfeats": self.scale_unetfeats,
+                "scale_orsnetfeats": self.scale_orsnetfeats}
+
+    @property
+    def label(self) -> str:
+        arch = "DGUNet+" if self.arch == "DGUNet_plus" else "DGUNet"
+        task = "compressive sensing" if self.task == "cs" else self.task
+        return f"{arch} for {task} (n_feat={self.n_feat})"
+
+
+# Constructor defaults of each task's published model file.
+VARIANTS: dict[tuple[str, str], Variant] = {
+    (v.task, v.arch): v
+    for v in [
+        Variant("deblurring", "DGUNet", 80, 48, 32),
+        Variant("deblurring", "DGUNet_plus", 96, 48, 32),
+        Variant("denoising", "DGUNet", 80, 48, 32),
+        Variant("denoising", "DGUNet_plus", 80, 40, 32),
+        Variant("deraining", "DGUNet", 40, 20, 16),
+        Variant("deraining", "DGUNet_plus", 40, 20, 16),
+        Variant("cs", "DGUNet", 32, 16, 16),
+        Variant("cs", "DGUNet_plus", 32, 16, 16),
+    ]
+}
+
+
+def normalize_arch(arch: str) -> str:
+    """Accept 'DGUNet', 'DGUNet_plus', 'DGUNet+', 'dgunet_plus' ..."""
+    key = arch.replace("+", "_plus").lower()
+    for name in ARCHS:
+        if name.lower() == key:
+            return name
+    raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+
+
+def get_variant(task: str, arch: str) -> Variant:
+    task = task.lower().replace("compressive_sensing", "cs")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    return VARIANTS[(task, normalize_arch(arch))]
+
+
+def build_model(task: str, arch: str = "DGUNet", **overrides) -> nn.Module:
+    """The published model of `task`, with any constructor argument overridden.
+
+    >>> build_model("deraining", "DGUNet_plus")              # published widths
+    >>> build_model("cs", "DGUNet", cs_ratio=10, n_feat=16)  # reduced width
+    """
+    variant = get_variant(task, arch)
+    return variant.cls(**{**variant.widths, **overrides})
+
+
+def task_model(task: str, arch: str) -> type[nn.Module]:
+    """A subclass named `DGUNet` whose defaults are the task's published widths.
+
+    Task folders expose it so that `from DGUNet_plus import DGUNet; DGUNet()` keeps working.
+    """
+    variant = get_variant(task, arch)
+    base = variant.cls
+
+    def __init__(self, *args, **kwargs):
+        # Positional arguments keep the published order (in_c, out_c, n_feat, ...).
+        names = ["in_c", "out_c", *(["cs_ratio"] if task == "cs" else []), "n_feat",
+                 "scale_unetfeats", "scale_orsnetfeats", "kernel_size", "reduction", "bias"]
+        if len(args) > len(names):
+            raise TypeError(f"DGUNet takes at most {len(names)} positional arguments")
+        merged = {**variant.widths, **dict(zip(names, args, strict=False)), **kwargs}
+        base.__init__(self, **merged)
+
+    doc = f"{variant.label}: {base.__doc__ or ''}"
+    return type("DGUNet", (base,), {"__init__": __init__, "__doc__": doc, "variant": variant})
