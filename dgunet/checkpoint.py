@@ -35,7 +35,10 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[-1] if str(err).strip() else "unsupported object"
+        reason = _unpickler_reason(str(err))
+        if not any(word in reason for word in ("global", "GLOBAL", "reduce", "class", "build")):
+            raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch file ({reason}). "
+                                  f"Is the download complete (not an HTML page)?") from None
         raise CheckpointError(
             f"refused to load {path}: it holds pickled Python objects other than tensors and "
             f"plain containers, which could run code when loaded, so it was not unpickled "
@@ -45,6 +48,17 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}. Is the file complete "
                               f"(not an HTML download page or a truncated copy)?") from None
+
+
+def _unpickler_reason(message: str) -> str:
+    """The one informative line of torch's long weights_only error."""
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            tail = line.split("WeightsUnpickler error:", 1)[1].strip()
+            tail = tail or (lines[i + 1] if i + 1 < len(lines) else "unsupported content")
+            return tail.split(". ")[0]  # drop torch's advice to allowlist the global
+    return lines[-1] if lines else "unsupported content"
 
 
 def extract_state_dict(obj: Any, source: str = "checkpoint") -> StateDict:

@@ -17,14 +17,16 @@ def size_multiple(model: nn.Module) -> int:
     return int(getattr(model, "size_multiple", 8))
 
 
-def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect") -> tuple[Tensor, tuple[int, int]]:
-    """Pad (B,C,H,W) at the bottom and right to multiples of `multiple`.
+def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect",
+                    min_size: int = 0) -> tuple[Tensor, tuple[int, int]]:
+    """Pad (B,C,H,W) at the bottom and right to multiples of `multiple` (and at least `min_size`).
 
     Returns the padded tensor and the original (H, W). Reflection needs a pad smaller than the
     side; for tiny inputs (a side shorter than the pad) we fall back to edge replication.
     """
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    pad_h = max((-h) % multiple, min_size - h)
+    pad_w = max((-w) % multiple, min_size - w)
     if pad_h or pad_w:
         if mode == "reflect" and (pad_h >= h or pad_w >= w):
             mode = "replicate"
@@ -39,7 +41,7 @@ def final_output(outputs: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
 
 def forward_padded(model: nn.Module, x: Tensor) -> Tensor:
     """The final stage of `model` on (B,C,H,W) of any size; output (B,C_out,H,W)."""
-    padded, (h, w) = pad_to_multiple(x, size_multiple(model))
+    padded, (h, w) = pad_to_multiple(x, size_multiple(model), min_size=getattr(model, "min_size", 0))
     return final_output(model(padded))[..., :h, :w]
 
 

@@ -165,8 +165,6 @@ def ssim_masked(a: np.ndarray, b: np.ndarray, mask: np.ndarray, data_range: floa
     pad = _skimage_gaussian_pad()
     inner = (slice(pad, -pad), slice(pad, -pad))
     weights = np.asarray(mask, dtype=np.float64)[inner]
-    weighted = (ssim_map * weights.astype(ssim_map.dtype))[inner[:0]] if False else None
-    del weighted
     weighted = np.asarray(ssim_map, dtype=np.float64)[inner] * weights
     per_channel_den = weights.sum(axis=(0, 1))
     if np.any(per_channel_den == 0):

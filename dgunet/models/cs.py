@@ -137,8 +137,8 @@ class _CSUnfolding(nn.Module):
         return [final, *reversed(estimates)]
 
     def step_sizes(self) -> list[float]:
-        middle = [float(stage.r) for stage in self._middle_stages()]
-        return [float(self.r0), *middle, float(self.r_final)]
+        middle = [stage.r.item() for stage in self._middle_stages()]
+        return [self.r0.item(), *middle, self.r_final.item()]
 
 
 class CSDGUNet(_CSUnfolding):

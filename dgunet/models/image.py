@@ -58,6 +58,7 @@ class _ImageUnfolding(nn.Module):
     """Common constructor arguments and helpers of the two image variants."""
 
     size_multiple = 8  # three 2x downsamplings
+    min_size = 16  # the 1/8 bottom must keep 2+ pixels: instance norm needs more than one
 
     def __init__(self, in_c: int, out_c: int, n_feat: int, scale_unetfeats: int,
                  scale_orsnetfeats: int, kernel_size: int, reduction: int, bias: bool):
@@ -142,7 +143,7 @@ class DGUNet(_ImageUnfolding):
         return [final, *reversed(estimates)]
 
     def step_sizes(self) -> list[float]:
-        return [float(self.r0)] + [float(self.basic.r1)] * 5 + [float(self.r6)]
+        return [self.r0.item()] + [self.basic.r1.item()] * 5 + [self.r6.item()]
 
 
 class DGUNetPlus(_ImageUnfolding):
@@ -190,4 +191,4 @@ class DGUNetPlus(_ImageUnfolding):
         return [final, *reversed(estimates)]
 
     def step_sizes(self) -> list[float]:
-        return [float(getattr(self, f"r{k}")) for k in range(NUM_STAGES)]
+        return [getattr(self, f"r{k}").item() for k in range(NUM_STAGES)]

@@ -1,0 +1,123 @@
+"""Training objectives of the published DGUNet scripts, plus the MixUp augmentation.
+
+Shapes: images are (B, C, H, W) float tensors in [0, 1]; every loss returns a 0-d tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dgunet.errors import ConfigError
+
+TASKS = ("deblurring", "deraining", "denoising", "cs")
+
+# 1-D binomial-like filter of the published edge loss; its outer product is the 5x5 kernel.
+_GAUSS_1D = (0.05, 0.25, 0.4, 0.25, 0.05)
+
+
+def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
+    """mean(sqrt((x - y)^2 + eps^2)) over all elements; a smooth L1."""
+    diff = x - y
+    return torch.mean(torch.sqrt(diff * diff + eps * eps))
+
+
+def gaussian_kernel(dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+    """The (5, 5) kernel; it sums to 1, so it keeps constant images constant."""
+    k = torch.tensor(_GAUSS_1D, dtype=dtype, device=device)
+    return torch.outer(k, k)
+
+
+def gaussian_blur(x: Tensor) -> Tensor:
+    """Depthwise 5x5 blur with replicate padding: (B, C, H, W) -> (B, C, H, W), any C."""
+    channels = x.shape[1]
+    weight = gaussian_kernel(x.dtype, x.device).expand(channels, 1, 5, 5)
+    return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), weight, groups=channels)
+
+
+def laplacian(x: Tensor) -> Tensor:
+    """One Laplacian-pyramid band: x - g(up(down(g(x)))), (B, C, H, W) -> same.
+
+    `down` keeps the even rows and columns; `up` puts 4x those samples back in place
+    and zeros elsewhere (the 4 restores the mean lost to the zeros). Because of the
+    replicate padding, the band of a constant image is zero only two or more pixels
+    away from the border; the outer two rows and columns see the zeros of `up`
+    replicated into the padding.
+    """
+    blurred = gaussian_blur(x)
+    upsampled = torch.zeros_like(blurred)
+    upsampled[..., ::2, ::2] = blurred[..., ::2, ::2] * 4
+    return x - gaussian_blur(upsampled)
+
+
+def edge_loss(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
+    """Charbonnier distance between the Laplacian bands of x and y."""
+    return charbonnier(laplacian(x), laplacian(y), eps)
+
+
+class CharbonnierLoss(nn.Module):
+    """Module form of `charbonnier`."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return charbonnier(x, y, self.eps)
+
+
+class EdgeLoss(nn.Module):
+    """Module form of `edge_loss`."""
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return edge_loss(x, y, self.eps)
+
+
+def mixup(
+    inp: Tensor, tgt: Tensor, generator: torch.Generator | None = None, alpha: float = 0.6
+) -> tuple[Tensor, Tensor]:
+    """Mix each pair with a partner from one random permutation of the batch.
+
+    lam ~ Beta(alpha, alpha) per sample, shape (B, 1, 1, 1); the same lam and
+    permutation are used for input and target so that the pairs stay consistent.
+    torch's Beta sampler takes no generator, so a seed drawn from `generator` (or
+    from the global torch RNG) feeds a NumPy sampler: reproducible either way.
+    """
+    batch = inp.shape[0]
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    lam_np = np.random.default_rng(seed).beta(alpha, alpha, size=batch)
+    lam = torch.as_tensor(lam_np, dtype=inp.dtype, device=inp.device).view(-1, 1, 1, 1)
+    perm = torch.randperm(batch, generator=generator).to(inp.device)
+    return lam * inp + (1 - lam) * inp[perm], lam * tgt + (1 - lam) * tgt[perm]
+
+
+def stage_loss(
+    outputs: list[Tensor],
+    target: Tensor,
+    task: str,
+    edge_weight: float = 0.05,
+    eps: float = 1e-3,
+) -> Tensor:
+    """The published objective: a sum over the network's stage outputs (7 for DGUNet).
+
+    deblurring, deraining: sum Charbonnier + edge_weight * sum EdgeLoss;
+    denoising: sum Charbonnier on outputs clamped to [0, 1];
+    cs: sum MSE on outputs clamped to [0, 1].
+    """
+    if not outputs:
+        raise ValueError("stage_loss needs at least one output")
+    if task in ("deblurring", "deraining"):
+        char = sum(charbonnier(out, target, eps) for out in outputs)
+        edge = sum(edge_loss(out, target, eps) for out in outputs)
+        return char + edge_weight * edge
+    if task == "denoising":
+        return sum(charbonnier(out.clamp(0, 1), target, eps) for out in outputs)
+    if task == "cs":
+        return sum(F.mse_loss(out.clamp(0, 1), target) for out in outputs)
+    raise ConfigError(f"unknown task {task!r} for the loss; use one of {', '.join(TASKS)}")
