@@ -1,0 +1,105 @@
+"""Build the model a checkpoint holds and load it, with errors that name the file.
+
+Architecture and widths come from the command line when given; otherwise from the checkpoint
+itself (`infer_structure`), so a reduced-width model of your own tests without extra flags.
+Widths are taken from the file only when they are none of the published ones: a published
+checkpoint of *another* task (say deraining weights, n_feat=40, given to the deblurring test)
+must not be silently accepted, so the task's own published model is built and the strict load
+explains the mismatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dgunet.checkpoint import Structure, extract_state_dict, infer_structure, load_weights, read_checkpoint
+from dgunet.errors import ConfigError
+from dgunet.models import VARIANTS, build_model, get_variant, normalize_arch
+
+WIDTH_KEYS = ("n_feat", "scale_unetfeats", "scale_orsnetfeats")
+
+
+@dataclass
+class LoadedModel:
+    model: nn.Module
+    arch: str
+    widths: dict[str, int]
+    cs_ratio: float | None
+    inferred: bool  # widths read from the checkpoint rather than published/given
+
+    def describe(self, task: str) -> str:
+        name = "DGUNet+" if self.arch == "DGUNet_plus" else "DGUNet"
+        ratio = f", cs_ratio={self.cs_ratio:g}" if self.cs_ratio is not None else ""
+        source = " (widths inferred from the checkpoint)" if self.inferred else ""
+        widths = ", ".join(f"{k}={v}" for k, v in self.widths.items())
+        return f"{name} for {task} ({widths}{ratio}){source}"
+
+
+def _kind(task: str) -> str:
+    return "cs" if task == "cs" else "image"
+
+
+def _structure_widths(structure: Structure) -> dict[str, int]:
+    widths = {"n_feat": structure.n_feat, "scale_unetfeats": structure.scale_unetfeats}
+    if structure.scale_orsnetfeats is not None:  # image DGUNet+ files do not record it
+        widths["scale_orsnetfeats"] = structure.scale_orsnetfeats
+    return widths
+
+
+def _matches(found: dict[str, int], widths: dict[str, int]) -> bool:
+    return all(widths[k] == v for k, v in found.items())
+
+
+def resolve_widths(task: str, arch: str, structure: Structure | None,
+                   given: dict[str, int]) -> tuple[dict[str, int], bool]:
+    """(constructor widths, whether they came from the checkpoint). See the module docstring."""
+    published = dict(get_variant(task, arch).widths)
+    if given:
+        return {**published, **given}, False
+    if structure is None or structure.kind != _kind(task) or structure.arch != arch:
+        return published, False  # the strict load will say what the file holds
+    found = _structure_widths(structure)
+    same_kind = [v.widths for (t, a), v in VARIANTS.items() if a == arch and _kind(t) == _kind(task)]
+    if any(_matches(found, w) for w in same_kind):
+        return published, False
+    return {**published, **found}, True
+
+
+def _resolve_ratio(task: str, structure: Structure | None, cs_ratio: float | None,
+                   weights: Path) -> float | None:
+    if task != "cs":
+        return None
+    if cs_ratio is not None:
+        return cs_ratio
+    if structure is not None and structure.kind == "cs" and structure.cs_ratio is not None:
+        return structure.cs_ratio
+    raise ConfigError(f"cannot tell the sampling ratio of {weights}; pass --cs-ratio")
+
+
+def load_model(task: str, weights: str | Path, arch: str | None = None,
+               given_widths: dict[str, int] | None = None, cs_ratio: float | None = None,
+               device: str | torch.device = "cpu") -> LoadedModel:
+    """Read `weights`, build the matching `task` model, load it strictly, move it to `device`.
+
+    Raises CheckpointError (naming the file) for unreadable files and for weights of another
+    task or architecture.
+    """
+    weights = Path(weights)
+    state = extract_state_dict(read_checkpoint(weights), f"checkpoint {weights}")
+    structure = infer_structure(state)
+    if arch is None:
+        arch = structure.arch if structure is not None else "DGUNet"
+    arch = normalize_arch(arch)
+    widths, inferred = resolve_widths(task, arch, structure, {k: v for k, v in (given_widths or {}).items()
+                                                              if v is not None})
+    ratio = _resolve_ratio(task, structure, cs_ratio, weights)
+    extra = {"cs_ratio": ratio} if ratio is not None else {}
+    model = build_model(task, arch, **widths, **extra)
+    # Loading by path (not the state read above) so that a mismatch message names the file.
+    load_weights(model, weights)
+    model = model.to(device).eval()
+    return LoadedModel(model, arch, widths, ratio, inferred)
