@@ -35,8 +35,11 @@ class LoadedModel:
         name = "DGUNet+" if self.arch == "DGUNet_plus" else "DGUNet"
         ratio = f", cs_ratio={self.cs_ratio:g}" if self.cs_ratio is not None else ""
         source = " (widths inferred from the checkpoint)" if self.inferred else ""
-        widths = ", ".join(f"{k}={v}" for k, v in self.widths.items())
-        return f"{name} for {task} ({widths}{ratio}){source}"
+        # Image DGUNet+ has no ORSNet-width layers: showing that width would mislead.
+        unused = "scale_orsnetfeats" if self.arch == "DGUNet_plus" and task != "cs" else None
+        widths = ", ".join(f"{k}={v}" for k, v in self.widths.items() if k != unused)
+        title = "compressive sensing" if task == "cs" else task
+        return f"{name} for {title} ({widths}{ratio}){source}"
 
 
 def _kind(task: str) -> str:

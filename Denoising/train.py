@@ -1,0 +1,9 @@
+"""Train DGUNet / DGUNet+ for denoising: python train.py --help (docs/training.md)."""
+
+import sys
+from pathlib import Path
+
+from dgunet.engine import main
+
+if __name__ == "__main__":
+    sys.exit(main(task="denoising", default_config=Path(__file__).with_name("training.yml"), argv=None))

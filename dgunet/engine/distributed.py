@@ -1,0 +1,153 @@
+"""Process-group setup under torchrun, the batch arithmetic, and the sampler that shards batches.
+
+torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT; without them we run as
+one process. The configured batch is the *global* batch: every optimizer step sees exactly
+BATCH_SIZE samples however they are spread over processes (world) and accumulation steps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+from dgunet.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def pick_device(env: DistEnv) -> torch.device:
+    """CUDA when present (one GPU per local rank), else CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def setup() -> DistEnv:
+    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); no-op alone."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistEnv()
+    env = DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            pick_device(env)  # NCCL needs the rank's GPU selected before the first collective
+        dist.init_process_group(backend=backend)
+    return env
+
+
+def teardown(env: DistEnv) -> None:
+    if env.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def any_rank(flags: list[bool], env: DistEnv, device: torch.device) -> list[bool]:
+    """Element-wise OR of boolean flags over all ranks (so that every rank takes the same branch)."""
+    if not env.enabled:
+        return flags
+    tensor = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(x) for x in tensor.tolist()]
+
+
+def sum_over_ranks(values: list[float], env: DistEnv, device: torch.device) -> list[float]:
+    if not env.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.enabled:
+        dist.barrier()
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """How one global batch is cut: world_size processes x accum_steps micro-batches x micro."""
+
+    batch: int
+    accum_steps: int
+    world_size: int
+
+    @property
+    def micro(self) -> int:
+        return self.batch // (self.accum_steps * self.world_size)
+
+    @property
+    def per_rank(self) -> int:
+        return self.micro * self.accum_steps
+
+    def describe(self) -> str:
+        return (f"effective batch {self.batch} = world size {self.world_size} x accumulation "
+                f"{self.accum_steps} x micro-batch {self.micro}")
+
+
+def batch_plan(batch: int, accum_steps: int, world_size: int) -> BatchPlan:
+    """The micro-batch that keeps the global batch; ConfigError with the arithmetic otherwise."""
+    parts = accum_steps * world_size
+    if batch % parts:
+        fits = [a for a in range(1, batch + 1) if batch % (a * world_size) == 0]
+        hint = (f"with {world_size} process(es), TRAIN.ACCUM_STEPS can be one of {fits}"
+                if fits else f"no accumulation fits {world_size} processes; use a world size dividing {batch}")
+        raise ConfigError(
+            f"OPTIM.BATCH_SIZE {batch} cannot be split into world size {world_size} x TRAIN.ACCUM_STEPS "
+            f"{accum_steps} = {parts} equal micro-batches: {batch} / {parts} = {batch / parts:g}. "
+            f"Refusing rather than changing the effective batch; {hint}.")
+    return BatchPlan(batch, accum_steps, world_size)
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this rank's micro-batches of indices, `accum_steps` of them per optimizer step.
+
+    Each epoch draws one permutation from (seed, epoch) and cuts it into global batches; rank r
+    takes the r-th contiguous share of every global batch and splits it into micro-batches. So
+    the samples of optimizer step s are the same for any world size and accumulation, and
+    a run is a function of (seed, epoch) only: an interrupted epoch re-runs identically.
+    The incomplete last global batch is dropped (the published loader kept it, at a smaller
+    effective batch; dropping keeps every step at BATCH_SIZE samples).
+    """
+
+    def __init__(self, num_samples: int, plan: BatchPlan, rank: int, seed: int) -> None:
+        self.num_samples, self.plan, self.rank, self.seed = num_samples, plan, rank, seed
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps per epoch."""
+        return self.num_samples // self.plan.batch
+
+    def __len__(self) -> int:
+        return self.steps * self.plan.accum_steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
+        batch, share, micro = self.plan.batch, self.plan.per_rank, self.plan.micro
+        for step in range(self.steps):
+            mine = order[step * batch + self.rank * share:step * batch + (self.rank + 1) * share]
+            for a in range(self.plan.accum_steps):
+                yield mine[a * micro:(a + 1) * micro].tolist()

@@ -1,0 +1,446 @@
+"""The training loop: one function, `train(cfg)`, read top to bottom.
+
+Per epoch e (1-based): the lr the scheduler set is used for the whole epoch; the sampler and
+the datasets draw their randomness from (seed, e), so an epoch is a pure function of the
+state at its start. After the epoch: scheduler.step(), then model_latest.pth. A signal or a
+non-finite loss never writes a partial epoch: model_latest.pth always describes an epoch
+boundary (a fresh run writes epoch 0 before training), and --resume re-runs from there.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
+from warmup_scheduler import GradualWarmupScheduler
+
+from dgunet.checkpoint import load_weights, save_atomic
+from dgunet.config import canonical_arch, config_from_yaml_string, cosine_t_max, output_dir, resolve_path
+from dgunet.data.seeding import seed_everything
+from dgunet.engine import checkpointing as ckpts
+from dgunet.engine.data import default_phase1_weights, split_batch, train_loader, train_set, val_set, validate
+from dgunet.engine.distributed import (
+    DistEnv,
+    any_rank,
+    batch_plan,
+    pick_device,
+    setup,
+    sum_over_ranks,
+    teardown,
+)
+from dgunet.engine.records import Records, read_metrics
+from dgunet.errors import CheckpointError, ConfigError, DGUNetError
+from dgunet.losses import mixup, stage_loss
+from dgunet.models import build_model
+from dgunet.models.blocks import MergeBlock, subspace_projection
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(DGUNetError):
+    """The training loss became NaN or infinite; nothing of that step was saved."""
+
+
+# ---------------------------------------------------------------- building blocks
+
+def build_model_from_cfg(cfg) -> nn.Module:
+    """The published model of MODEL.TASK / MODEL.ARCH; non-zero MODEL widths override it."""
+    m = cfg.MODEL
+    widths = {"n_feat": m.N_FEAT, "scale_unetfeats": m.SCALE_UNETFEATS,
+              "scale_orsnetfeats": m.SCALE_ORSNETFEATS}
+    overrides = {k: v for k, v in widths.items() if v}
+    if m.TASK == "cs":
+        overrides["cs_ratio"] = m.CS_RATIO
+    return build_model(m.TASK, canonical_arch(m.ARCH), **overrides)
+
+
+def build_scheduler(cfg, optimizer: torch.optim.Optimizer):
+    """The per-epoch lr schedule; call `initial_step` once before the first epoch of a run."""
+    o = cfg.OPTIM
+    if o.SCHEDULE == "cosine":
+        cosine = CosineAnnealingLR(optimizer, T_max=cosine_t_max(cfg), eta_min=o.LR_MIN)
+        return GradualWarmupScheduler(optimizer, multiplier=o.WARMUP_MULTIPLIER,
+                                      total_epoch=o.WARMUP_EPOCHS, after_scheduler=cosine)
+    milestones = list(o.MILESTONES) if o.SCHEDULE == "multistep" else []  # no milestone: constant
+    return MultiStepLR(optimizer, milestones=milestones, gamma=o.GAMMA)
+
+
+def initial_step(cfg, scheduler) -> None:
+    """The published warm-up scheduler is stepped once before epoch 1 (so epoch 1 uses lr/3);
+    MultiStepLR and the constant schedule start at the base lr."""
+    if cfg.OPTIM.SCHEDULE == "cosine":
+        scheduler.step()
+
+
+def _fp32_projection(basis: Tensor, feats: Tensor) -> Tensor:
+    """The merge block's 16x16 Gram inverse in float32 under AMP: it is ill-conditioned in half
+    precision, and torch.linalg.inv has no float16 kernel."""
+    with torch.autocast(basis.device.type, enabled=False):
+        return subspace_projection(basis.float(), feats.float())
+
+
+def compute_loss(outputs: list[Tensor], target: Tensor, cfg) -> Tensor:
+    """The task's published objective, in float32 whatever the autocast dtype."""
+    outputs = [o.float() for o in outputs]
+    if cfg.LOSS.CLAMP:
+        outputs = [o.clamp(0, 1) for o in outputs]
+    return stage_loss(outputs, target.float(), cfg.MODEL.TASK, edge_weight=cfg.LOSS.EDGE_WEIGHT,
+                      eps=cfg.LOSS.CHARBONNIER_EPS)
+
+
+@dataclass
+class Engine:
+    """Everything one optimizer step needs."""
+
+    cfg: object
+    env: DistEnv
+    device: torch.device
+    raw: nn.Module  # the bare model: checkpoints, validation
+    model: nn.Module  # what training calls: raw, DDP(raw), or compiled
+    ddp: DDP | None
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None = None
+
+    def autocast(self) -> AbstractContextManager:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.TRAIN.CHANNELS_LAST:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+def build_engine(cfg, env: DistEnv, device: torch.device) -> Engine:
+    seed_everything(cfg.TRAIN.SEED)  # same initial weights on every rank and every run
+    raw = build_model_from_cfg(cfg).to(device)
+    if cfg.TRAIN.CHANNELS_LAST:
+        raw = raw.to(memory_format=torch.channels_last)
+    amp_dtype = AMP_DTYPES[cfg.TRAIN.AMP]
+    if amp_dtype is not None:
+        for module in raw.modules():
+            if isinstance(module, MergeBlock):
+                module.projection = _fp32_projection
+    o = cfg.OPTIM
+    optimizer = torch.optim.Adam(raw.parameters(), lr=o.LR_INITIAL, betas=tuple(o.BETAS), eps=o.EPS,
+                                 weight_decay=o.WEIGHT_DECAY)
+    scheduler = build_scheduler(cfg, optimizer)
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.TRAIN.AMP == "fp16")
+    ddp = None
+    model = raw
+    if env.enabled:
+        # Some published parameters never get a gradient (DGUNet's `basic.concat12`, the CS
+        # stages' phi/phit), so DDP must look for unused parameters.
+        ddp = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None,
+                  find_unused_parameters=True)
+        model = ddp
+    if cfg.TRAIN.COMPILE:
+        model = torch.compile(model)
+    return Engine(cfg, env, device, raw, model, ddp, optimizer, scheduler, scaler, amp_dtype)
+
+
+@dataclass
+class StepResult:
+    status: str  # "ok", "stop" (a signal; nothing stepped), "nonfinite" (nothing stepped)
+    loss: float  # mean over ranks of the step's loss
+
+
+def accumulate_gradients(eng: Engine, pairs: list[tuple[Tensor, Tensor]],
+                         stop_requested: bool = False) -> StepResult:
+    """Forward and backward of this rank's micro-batches `pairs` [(input, target), ...].
+
+    Each micro-batch loss is a mean over its samples, divided by the number of micro-batches,
+    so the summed gradient is that of the mean over this rank's share of the batch; DDP then
+    averages over ranks: the gradient of the mean over the global batch, as with one big batch.
+    DDP synchronises only on the last micro-batch (`no_sync` on the others).
+    """
+    accum = len(pairs)
+    step_loss = torch.zeros((), device=eng.device)
+    for i, (inp, target) in enumerate(pairs):
+        skip_sync = eng.ddp is not None and i < accum - 1
+        with eng.ddp.no_sync() if skip_sync else nullcontext():
+            with eng.autocast():
+                outputs = eng.model(inp)
+            loss = compute_loss(outputs, target, eng.cfg) / accum
+            eng.scaler.scale(loss).backward()
+        step_loss += loss.detach()
+    # One collective per step tells every rank whether any rank was signalled or saw a bad loss.
+    finite = bool(torch.isfinite(step_loss))
+    stop, bad, total = sum_over_ranks([float(stop_requested), float(not finite),
+                                       float(step_loss) if finite else 0.0], eng.env, eng.device)
+    if bad or stop:
+        eng.optimizer.zero_grad(set_to_none=True)
+        return StepResult("nonfinite" if bad else "stop", float(step_loss) if bad else math.nan)
+    return StepResult("ok", total / eng.env.world_size)
+
+
+def apply_gradients(eng: Engine) -> None:
+    eng.scaler.step(eng.optimizer)  # with fp16, skipped when the scaled gradients overflowed
+    eng.scaler.update()
+    eng.optimizer.zero_grad(set_to_none=True)
+
+
+def train_step(eng: Engine, pairs: list[tuple[Tensor, Tensor]], stop_requested: bool = False) -> StepResult:
+    """One optimizer step; nothing is stepped when a rank was signalled or saw a bad loss."""
+    result = accumulate_gradients(eng, pairs, stop_requested)
+    if result.status == "ok":
+        apply_gradients(eng)
+    return result
+
+
+def validation_steps(cfg, epoch: int, steps: int) -> set[int]:
+    """After which steps (1-based) of `epoch` to validate; empty in a non-validating epoch."""
+    v = cfg.VAL
+    due = (v.EVERY and epoch % v.EVERY == 0) or epoch in v.EPOCHS or (
+        v.EVERY_EPOCH_FROM and epoch >= v.EVERY_EPOCH_FROM)
+    if not due or steps == 0:
+        return set()
+    return {max(1, math.ceil(k * steps / v.PER_EPOCH)) for k in range(1, v.PER_EPOCH + 1)}
+
+
+def stream_seed(*parts: int) -> int:
+    """A 63-bit seed from (seed, epoch, rank, stream): independent streams, no arithmetic collisions."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+class StopSignal:
+    """SIGINT/SIGTERM set a flag instead of killing; the loop stops at the next step boundary.
+
+    A second signal gets the previous handler (Ctrl-C twice kills at once).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.signum = signum
+        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+
+    def __exit__(self, *_exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    last_epoch: int  # last completed epoch
+    best_psnr: float | None
+    best_epoch: int
+    interrupted_by: int | None = None  # signal number when stopped by a signal
+    model: nn.Module | None = field(default=None, repr=False)  # the trained bare model
+
+    @property
+    def exit_code(self) -> int:
+        """0, or 128 + signal number (130 SIGINT, 143 SIGTERM) like a shell reports a killed job."""
+        return 128 + self.interrupted_by if self.interrupted_by else 0
+
+
+# ---------------------------------------------------------------- the run
+
+def train(cfg) -> TrainResult:
+    """Train per `cfg` (a validated, frozen config). Runs under torchrun too."""
+    owns_group = not torch.distributed.is_initialized()
+    env = setup()
+    try:
+        return _train(cfg, env)
+    finally:
+        if owns_group:
+            teardown(env)
+
+
+def _describe_start(cfg, eng: Engine, plan, steps: int, samples: int, first: int, last: int, out: Path) -> str:
+    dev = eng.device
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU"
+    params = sum(p.numel() for p in eng.raw.parameters())
+    task = cfg.MODEL.TASK
+    if task == "cs":
+        task += f" ratio {cfg.MODEL.CS_RATIO:g}% phase {cfg.TRAIN.PHASE}"
+    return "\n".join([
+        f"training {canonical_arch(cfg.MODEL.ARCH)} for {task}: {params:,} parameters",
+        f"device {dev} ({name}), world size {eng.env.world_size}",
+        f"{plan.describe()} (micro-batch {plan.micro}, accumulation {plan.accum_steps}, "
+        f"world size {plan.world_size})",
+        f"{samples} training samples -> {steps} optimizer steps per epoch; epochs {first}..{last} "
+        f"of {cfg.OPTIM.NUM_EPOCHS}; patch {cfg.TRAIN.PATCH_SIZE}",
+        f"amp {cfg.TRAIN.AMP}, channels_last {cfg.TRAIN.CHANNELS_LAST}, compile {cfg.TRAIN.COMPILE}; "
+        f"output {out}",
+    ])
+
+
+def _recipe_changes(saved_yaml: str, cfg) -> list[str]:
+    saved = config_from_yaml_string(saved_yaml)
+    return [f"{node}.{key}: {saved[node][key]!r} -> {cfg[node][key]!r}"
+            for node in ("MODEL", "OPTIM") for key in cfg[node] if saved[node][key] != cfg[node][key]]
+
+
+def _train(cfg, env: DistEnv) -> TrainResult:
+    plan = batch_plan(cfg.OPTIM.BATCH_SIZE, cfg.TRAIN.ACCUM_STEPS, env.world_size)
+    device = pick_device(env)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.TRAIN.CUDNN_BENCHMARK
+    out = output_dir(cfg)
+    records = Records(out, env.is_main, cfg.OUTPUT.TENSORBOARD)
+    config_yaml = cfg.dump()
+    # Read the data first: a wrong path should fail now, not after the first epoch.
+    train_data, val_data = train_set(cfg), val_set(cfg)
+    eng = build_engine(cfg, env, device)
+
+    best_psnr, best_epoch, start = None, 0, 1
+    if cfg.TRAIN.RESUME:
+        ckpt = ckpts.load_resume_state(out)
+        load_weights(eng.raw, ckpt["state_dict"])
+        eng.optimizer.load_state_dict(ckpt["optimizer"])
+        eng.scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler") and eng.scaler.is_enabled():
+            eng.scaler.load_state_dict(ckpt["scaler"])
+        ckpts.set_rng_state(ckpt["rng"])
+        start, best_psnr, best_epoch = ckpt["epoch"] + 1, ckpt.get("best_psnr"), ckpt.get("best_epoch", 0)
+        on_disk, on_disk_epoch = ckpts.recorded_best(out)
+        if on_disk is not None and (best_psnr is None or on_disk > best_psnr):
+            best_psnr, best_epoch = on_disk, on_disk_epoch
+        for change in _recipe_changes(ckpt.get("config", ""), cfg):
+            records.print(f"warning: resuming with a changed recipe: {change}")
+        records.keep_epochs_up_to(ckpt["epoch"])
+        records.print(f"resumed from {out / ckpts.LATEST}: epoch {ckpt['epoch']} done, best PSNR {best_psnr}")
+    else:
+        done = read_metrics(out)
+        if done and (out / ckpts.LATEST).is_file():
+            raise ConfigError(f"{out} already holds a run ({len(done)} epochs in metrics.jsonl); pass --resume "
+                              f"to continue it, or set OUTPUT.NAME / OUTPUT.DIR for a new run")
+        records.keep_epochs_up_to(0)
+        init = cfg.TRAIN.INIT_FROM
+        if not init and cfg.MODEL.TASK == "cs" and cfg.TRAIN.PHASE == 2:
+            init = str(default_phase1_weights(cfg))
+            if not Path(init).is_file():
+                raise CheckpointError(f"phase 2 starts from phase 1's best weights, expected at {init}; train "
+                                      f"phase 1 first (same --cs-ratio) or pass --init-from PATH")
+        if init:
+            load_weights(eng.raw, resolve_path(cfg, init))
+            records.print(f"initialised from {resolve_path(cfg, init)}")
+        initial_step(cfg, eng.scheduler)
+
+    loader, sampler = train_loader(train_data, plan, env, cfg, device)
+    last = min(cfg.TRAIN.STOP_AT_EPOCH or cfg.OPTIM.NUM_EPOCHS, cfg.OPTIM.NUM_EPOCHS)
+    records.print(_describe_start(cfg, eng, plan, sampler.steps, len(train_data), start, last, out))
+    records.save_config(config_yaml)
+
+    def checkpoint(epoch: int) -> dict:
+        return ckpts.make_checkpoint(epoch, eng.raw, eng.optimizer, eng.scheduler, eng.scaler,
+                                     best_psnr, best_epoch, config_yaml)
+
+    if not cfg.TRAIN.RESUME and env.is_main:
+        save_atomic(checkpoint(0), out / ckpts.LATEST)  # the resume point of an interrupted epoch 1
+
+    result = TrainResult(out, start - 1, best_psnr, best_epoch, model=eng.raw)
+    with StopSignal() as stop:
+        for epoch in range(start, last + 1):
+            t_epoch = time.perf_counter()
+            sampler.set_epoch(epoch)
+            train_data.set_epoch(epoch)
+            loader.generator.manual_seed(stream_seed(cfg.TRAIN.SEED, epoch, env.rank, 0))
+            mixing = cfg.MODEL.TASK != "cs" and 0 < cfg.DATA.MIXUP_FROM_EPOCH <= epoch
+            mix_rng = torch.Generator().manual_seed(stream_seed(cfg.TRAIN.SEED, epoch, env.rank, 1))
+            validate_after = validation_steps(cfg, epoch, sampler.steps) if val_data is not None else set()
+            lr = eng.optimizer.param_groups[0]["lr"]
+            losses, val_psnrs, val_seconds, pending, status = [], [], 0.0, [], "ok"
+            bar = records.progress(epoch, last, sampler.steps)
+            for batch in loader:
+                inp, target = (eng.to_device(x) for x in split_batch(batch, cfg.MODEL.TASK))
+                if mixing:  # within the micro-batch: see docs/training.md on accumulation
+                    inp, target = mixup(inp, target, generator=mix_rng, alpha=cfg.DATA.MIXUP_ALPHA)
+                pending.append((inp, target))
+                if len(pending) < plan.accum_steps:
+                    continue
+                step = train_step(eng, pending, stop.requested)
+                pending, status = [], step.status
+                if status == "nonfinite":
+                    bar.close()
+                    raise NonFiniteLossError(
+                        f"the training loss became {step.loss} at epoch {epoch}, step {len(losses) + 1}; "
+                        f"stopped before the optimizer step, nothing of this epoch was saved. The last good "
+                        f"checkpoint is {out / ckpts.LATEST} (epoch {epoch - 1}). Lower OPTIM.LR_INITIAL, or "
+                        f"use --amp bf16 / none instead of fp16, then continue with --resume.")
+                if status == "stop":
+                    break
+                losses.append(step.loss)
+                bar.set_postfix(loss=f"{step.loss:.4f}", lr=f"{lr:.3g}", refresh=False)
+                bar.update(1)
+                if cfg.TRAIN.PRINT_EVERY and len(losses) % cfg.TRAIN.PRINT_EVERY == 0:
+                    records.print(f"epoch {epoch} step {len(losses)}/{sampler.steps} loss {step.loss:.5f}")
+                if len(losses) in validate_after:
+                    t_val = time.perf_counter()
+                    psnr = validate(eng.raw, val_data, env, device, cfg, eng.autocast)
+                    val_seconds += time.perf_counter() - t_val
+                    val_psnrs.append(psnr)
+                    records.log_validation(psnr, epoch, len(losses), sampler.steps)
+                    if best_psnr is None or psnr > best_psnr:
+                        best_psnr, best_epoch = psnr, epoch
+                        if env.is_main:
+                            save_atomic(checkpoint(epoch), out / ckpts.BEST)
+                            if cfg.MODEL.TASK == "cs":
+                                save_atomic(eng.raw.state_dict(), out / ckpts.CS_BEST)
+                    records.print(f"epoch {epoch} step {len(losses)}: val PSNR {psnr:.4f} dB "
+                                  f"(best {best_psnr:.4f} at epoch {best_epoch})")
+            bar.close()
+            if status == "stop":
+                records.print(f"stopped by signal {stop.signum} during epoch {epoch}: its partial progress is "
+                              f"dropped; {out / ckpts.LATEST} holds epoch {epoch - 1}. Continue with --resume.")
+                result.interrupted_by = stop.signum or signal.SIGTERM
+                break
+
+            eng.scheduler.step()  # after every epoch, as published: the next epoch's lr
+            if env.is_main:
+                ckpt = checkpoint(epoch)
+                if cfg.TRAIN.SAVE_EVERY and epoch % cfg.TRAIN.SAVE_EVERY == 0:
+                    ckpts.save_epoch_checkpoint(ckpt, out, cfg.TRAIN.KEEP_LAST_K)
+                if cfg.MODEL.TASK == "cs":
+                    save_atomic(ckpt["state_dict"], out / ckpts.CS_LAST)
+                save_atomic(ckpt, out / ckpts.LATEST)  # last: it marks the epoch as done
+            seconds = time.perf_counter() - t_epoch
+            train_seconds = max(seconds - val_seconds, 1e-9)
+            row = {"epoch": epoch, "lr": lr, "train_loss": float(np.mean(losses)) if losses else None,
+                   "val_psnr": val_psnrs[-1] if val_psnrs else None, "best_psnr": best_psnr,
+                   "best_epoch": best_epoch, "steps": len(losses), "seconds": round(seconds, 3),
+                   "images_per_s": round(len(losses) * plan.batch / train_seconds, 3)}
+            if len(val_psnrs) > 1:
+                row["val_psnrs"] = val_psnrs
+            records.log_epoch(row)
+            if val_psnrs:
+                records.plot()
+            result.last_epoch, result.best_psnr, result.best_epoch = epoch, best_psnr, best_epoch
+            # A signal during validation or saving: this epoch is complete, stop now.
+            if any_rank([stop.requested], env, device)[0]:
+                result.interrupted_by = stop.signum or signal.SIGTERM
+                records.print(f"stopped by signal after epoch {epoch}; continue with --resume.")
+                break
+    records.close()
+    if result.interrupted_by is None and result.last_epoch >= cfg.OPTIM.NUM_EPOCHS:
+        records.print(f"done: {cfg.OPTIM.NUM_EPOCHS} epochs, best PSNR {best_psnr} at epoch {best_epoch}")
+    return result
+

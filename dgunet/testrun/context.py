@@ -1,0 +1,22 @@
+"""Everything a data-set runner needs besides the data: the model and the run's options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from dgunet.testrun.restoring import RestoreOptions
+
+
+@dataclass
+class Context:
+    task: str
+    model: nn.Module
+    arch: str = "DGUNet"
+    restore: RestoreOptions = field(default_factory=RestoreOptions)
+    cs_ratio: float | None = None
+    workers: int = 0  # processes for scoring (0: in this process)
+    sidd_mat_dtype: str = "float32"  # Idenoised.mat element type (float32 as published)
+    log: Callable[[str], None] = print

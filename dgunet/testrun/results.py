@@ -1,0 +1,74 @@
+"""What testing one data set produced: where the results are and, with ground truth, the scores."""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from dgunet.evaluate import EvaluationResult, write_json_atomic
+
+
+@dataclass
+class DatasetResult:
+    """One data set's outcome. `scores` is None without ground truth; `note` says why."""
+
+    task: str
+    dataset: str
+    result_dir: Path
+    count: int
+    seconds: float
+    scores: EvaluationResult | None = None
+    note: str = ""
+    cs_ratio: float | None = None
+    unit: str = "images"  # what `count` counts: images, blocks (SIDD), crops (DND)
+
+    @property
+    def psnr(self) -> float | None:
+        return self.scores.psnr if self.scores else None
+
+    @property
+    def ssim(self) -> float | None:
+        return self.scores.ssim if self.scores else None
+
+    def summary(self) -> str:
+        ratio = f" at {self.cs_ratio:g}%" if self.cs_ratio is not None else ""
+        unit = self.unit if self.count != 1 else self.unit[:-1]
+        head = f"{self.dataset}{ratio}: {self.count} {unit} in {self.seconds:.1f} s -> {self.result_dir}"
+        if self.scores is None:
+            return f"{head}\n  {self.note}" if self.note else head
+        means = f"mean PSNR {fmt_number(self.psnr, 4)} dB, SSIM {fmt_number(self.ssim, 4)}"
+        return f"{head}\n  {means} ({self.scores.protocol} protocol)"
+
+    def write_scores(self) -> Path | None:
+        """<result_dir>/scores.json (the evaluate command's JSON format), when scored."""
+        if self.scores is None:
+            return None
+        path = self.result_dir / "scores.json"
+        write_json_atomic(path, self.scores.to_json())
+        return path
+
+
+def fmt_number(value: float | None, digits: int) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if math.isfinite(value) else str(value)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write text beside `path`, then rename it over `path`: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

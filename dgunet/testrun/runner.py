@@ -1,0 +1,123 @@
+"""Test a model on a task's test sets: find each set, restore it, write results, score them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from dgunet.errors import DataError, DGUNetError
+from dgunet.testrun import cs, dnd, options, paired, sidd
+from dgunet.testrun.context import Context
+from dgunet.testrun.datasets import (
+    LAYOUTS,
+    TASK_DATASETS,
+    DatasetSpec,
+    candidate_folders,
+    find_dataset,
+    require_dataset,
+    select_datasets,
+)
+from dgunet.testrun.loading import load_model
+from dgunet.testrun.restoring import check_supported
+from dgunet.testrun.results import DatasetResult
+
+RUNNERS: dict[str, Callable[..., DatasetResult]] = {
+    "paired": paired.run_paired,
+    "sidd": sidd.run_sidd,
+    "dnd": dnd.run_dnd,
+    "cs": cs.run_cs,
+}
+TASK_TITLES = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising": "Denoising",
+               "cs": "Compressive sensing"}
+
+
+def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tuple[DatasetSpec, Path | None]]:
+    """(spec, folder or None) per set. Missing sets raise unless `skip_missing`; none at all always raises."""
+    if not root.is_dir():
+        raise DataError(f"data root {root} does not exist; pass the folder that holds the test sets")
+    found = [(spec, find_dataset(root, spec)) for spec in specs]
+    missing = [spec for spec, folder in found if folder is None]
+    if len(missing) == len(specs) == 1:
+        require_dataset(root, specs[0])  # raises, naming the paths and the layout
+    if len(missing) == len(specs):
+        lines = [f"  {s.name}: {LAYOUTS[s.kind]} in one of "
+                 f"{', '.join(str(f) for f in candidate_folders(root, s.name))}" for s in specs]
+        raise DataError(f"no test set found under {root}. Expected:\n" + "\n".join(lines))
+    if missing and not skip_missing:
+        require_dataset(root, missing[0])  # raises, naming the paths and the layout
+    return found
+
+
+def run_datasets(ctx: Context, specs: list[DatasetSpec], data_root: str | Path, result_root: str | Path,
+                 skip_missing: bool = False) -> tuple[list[DatasetResult], list[DatasetSpec]]:
+    """Test every located set into <result_root>/<name>/. Returns (results, skipped sets)."""
+    results, skipped = [], []
+    for spec, folder in locate(Path(data_root), specs, skip_missing):
+        if folder is None:
+            ctx.log(f"{spec.name}: not found under {data_root}, skipped")
+            skipped.append(spec)
+            continue
+        ctx.log(f"{spec.name}: {folder}")
+        result = RUNNERS[spec.kind](ctx, spec, folder, Path(result_root) / spec.name)
+        result.write_scores()
+        ctx.log(result.summary())
+        results.append(result)
+    return results, skipped
+
+
+def build_parser(task: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=f"{TASK_TITLES[task]}: restore the test sets with DGUNet/DGUNet+ and score them "
+                    f"(see docs/testing.md)")
+    names = [s.name for s in TASK_DATASETS[task]]
+    parser.add_argument("--weights", required=True, help="checkpoint (.pth / .pkl)")
+    parser.add_argument("--input_dir", "--input-dir", dest="input_dir", default="Datasets",
+                        help="data root holding the test sets (default ./Datasets)")
+    parser.add_argument("--result_dir", "--result-dir", dest="result_dir", default="results",
+                        help="results go to <result_dir>/<dataset>/ (default ./results)")
+    parser.add_argument("--dataset", nargs="+", metavar="NAME",
+                        help=f"one or more of {', '.join(names)} (default: all that exist)")
+    options.add_model_arguments(parser)
+    options.add_run_arguments(parser, tiles=task != "cs")
+    if task == "cs":
+        parser.add_argument("--cs-ratio", type=float, default=None,
+                            help="sampling ratio in percent (default: read from the checkpoint)")
+    if task == "denoising":
+        parser.add_argument("--sidd-mat-dtype", choices=("float32", "uint8"), default="float32",
+                            help="element type of Idenoised.mat (published: float32 in [0, 1])")
+    return parser
+
+
+def make_context(task: str, args: argparse.Namespace, weights: str, cs_ratio: float | None = None,
+                 log: Callable[[str], None] = print) -> Context:
+    """Check the options, load the model and bundle everything a runner needs."""
+    restore = options.restore_options(args, task)
+    check_supported(restore)
+    if args.workers < 0:
+        raise DataError(f"--workers must be 0 or more, got {args.workers}")
+    loaded = load_model(task, weights, args.arch, options.given_widths(args), cs_ratio,
+                        options.pick_device(args.device))
+    log(f"model: {loaded.describe(task)}, weights {weights}")
+    return Context(task, loaded.model, loaded.arch, restore, loaded.cs_ratio, args.workers,
+                   getattr(args, "sidd_mat_dtype", "float32"), log)
+
+
+def run_test(task: str, args: argparse.Namespace) -> list[DatasetResult]:
+    specs = select_datasets(task, args.dataset)
+    locate(Path(args.input_dir), specs, skip_missing=not args.dataset)  # fail before loading the model
+    ctx = make_context(task, args, args.weights, getattr(args, "cs_ratio", None))
+    results, _ = run_datasets(ctx, specs, args.input_dir, args.result_dir, skip_missing=not args.dataset)
+    return results
+
+
+def main(task: str, argv: list[str] | None = None) -> int:
+    """Entry point of <Task>/test.py. Returns the exit status (2 for errors a user can fix)."""
+    args = build_parser(task).parse_args(argv)
+    try:
+        run_test(task, args)
+    except DGUNetError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
