@@ -55,3 +55,26 @@ def test_bad_shapes_are_explained(image_model):
         restore(image_model, torch.rand(3, 16, 16))
     with pytest.raises(ValueError, match="3-channel"):
         restore(image_model, torch.rand(1, 1, 16, 16))
+
+
+def test_readme_five_line_example(tmp_path):
+    """The README's example, end to end, on a small model and a real photo of odd size."""
+    import numpy as np
+    import skimage.data
+
+    from dgunet import build_model, load_weights, read_image, restore, save_png_atomic
+    from dgunet.data.io import save_png_atomic as save
+
+    photo = skimage.data.astronaut()[:45, :61]
+    save(tmp_path / "blurry.png", photo)
+    trained = build_model("deblurring", "DGUNet", **SMALL)
+    torch.save({"epoch": 1, "state_dict": trained.state_dict()}, tmp_path / "model_best.pth")
+
+    model = load_weights(build_model("deblurring", "DGUNet", **SMALL), tmp_path / "model_best.pth").eval()
+    restored = restore(model, read_image(tmp_path / "blurry.png").unsqueeze(0))
+    save_png_atomic(tmp_path / "sharp.png", restored[0])
+
+    import cv2
+
+    out = cv2.imread(str(tmp_path / "sharp.png"))
+    assert out.shape == (45, 61, 3) and out.dtype == np.uint8
