@@ -284,8 +284,7 @@ def _describe_start(cfg, eng: Engine, plan, steps: int, samples: int, first: int
     return "\n".join([
         f"training {canonical_arch(cfg.MODEL.ARCH)} for {task}: {params:,} parameters",
         f"device {dev} ({name}), world size {eng.env.world_size}",
-        f"{plan.describe()} (micro-batch {plan.micro}, accumulation {plan.accum_steps}, "
-        f"world size {plan.world_size})",
+        plan.describe(),
         f"{samples} training samples -> {steps} optimizer steps per epoch; epochs {first}..{last} "
         f"of {cfg.OPTIM.NUM_EPOCHS}; patch {cfg.TRAIN.PATCH_SIZE}",
         f"amp {cfg.TRAIN.AMP}, channels_last {cfg.TRAIN.CHANNELS_LAST}, compile {cfg.TRAIN.COMPILE}; "
@@ -305,10 +304,14 @@ def _train(cfg, env: DistEnv) -> TrainResult:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.TRAIN.CUDNN_BENCHMARK
     out = output_dir(cfg)
-    records = Records(out, env.is_main, cfg.OUTPUT.TENSORBOARD)
-    config_yaml = cfg.dump()
+    done = read_metrics(out)
+    if not cfg.TRAIN.RESUME and done and (out / ckpts.LATEST).is_file():
+        raise ConfigError(f"{out} already holds a run ({len(done)} epochs in metrics.jsonl); pass --resume "
+                          f"to continue it, or set OUTPUT.NAME / OUTPUT.DIR for a new run")
     # Read the data first: a wrong path should fail now, not after the first epoch.
     train_data, val_data = train_set(cfg), val_set(cfg)
+    records = Records(out, env.is_main, cfg.OUTPUT.TENSORBOARD)
+    config_yaml = cfg.dump()
     eng = build_engine(cfg, env, device)
 
     best_psnr, best_epoch, start = None, 0, 1
@@ -329,10 +332,6 @@ def _train(cfg, env: DistEnv) -> TrainResult:
         records.keep_epochs_up_to(ckpt["epoch"])
         records.print(f"resumed from {out / ckpts.LATEST}: epoch {ckpt['epoch']} done, best PSNR {best_psnr}")
     else:
-        done = read_metrics(out)
-        if done and (out / ckpts.LATEST).is_file():
-            raise ConfigError(f"{out} already holds a run ({len(done)} epochs in metrics.jsonl); pass --resume "
-                              f"to continue it, or set OUTPUT.NAME / OUTPUT.DIR for a new run")
         records.keep_epochs_up_to(0)
         init = cfg.TRAIN.INIT_FROM
         if not init and cfg.MODEL.TASK == "cs" and cfg.TRAIN.PHASE == 2:

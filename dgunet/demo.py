@@ -1,0 +1,224 @@
+"""`make demo`: watch a small DGUNet learn to denoise, with no data set and no GPU.
+
+1. Build a paired data set from photos that scikit-image ships: Gaussian noise of sigma 25 on
+   8-bit RGB. Training crops come from some photos; other photos are held out.
+2. Train a reduced-width DGUNet with the real `Denoising/train.py` and `Denoising/demo.yml`.
+3. Restore the held-out photos with the real test path and score them with the real metrics
+   (RGB PSNR and MATLAB-style SSIM, the GoPro/SIDD protocol).
+4. Write pictures to the output folder and print a table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+NOISE_SIGMA = 25.0
+TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+# Held out: never seen in training. (name, top, left) of a 128x128 view.
+HELD_OUT = (("chelsea", 40, 120), ("camera", 60, 200), ("retina", 600, 500))
+VIEW = 128
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
+    parser.add_argument("--epochs", type=int, default=None, help="override demo.yml's epochs")
+    parser.add_argument("--opts", nargs="*", default=[], help="more KEY VALUE overrides for train.py")
+
+
+def photo(name: str) -> np.ndarray:
+    """An 8-bit RGB photo from skimage.data (gray photos repeated over 3 channels)."""
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.repeat(img[..., None], 3, axis=2)
+    return np.ascontiguousarray(img[..., :3])
+
+
+def add_noise(clean: np.ndarray, rng: np.random.Generator, sigma: float = NOISE_SIGMA) -> np.ndarray:
+    """uint8 HxWx3 -> uint8 with additive Gaussian noise of `sigma` (on 0..255), clipped, rounded."""
+    noisy = clean.astype(np.float64) + rng.normal(0.0, sigma, clean.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
+def tiles(img: np.ndarray, size: int) -> list[np.ndarray]:
+    """Non-overlapping size x size tiles covering the image (the rest is dropped)."""
+    h, w = img.shape[:2]
+    return [img[y:y + size, x:x + size] for y in range(0, h - size + 1, size)
+            for x in range(0, w - size + 1, size)]
+
+
+def build_dataset(root: Path, seed: int = 0) -> dict[str, Path]:
+    """Write train/, val/ and heldout/ (each input/ + target/ PNGs) under `root`; idempotent."""
+    from dgunet.data.io import save_png_atomic
+
+    rng = np.random.default_rng(seed)
+    folders = {split: root / split for split in ("train", "val", "heldout")}
+    stamp = root / ".complete"
+    if stamp.exists():
+        return folders
+
+    def write(split: str, name: str, clean: np.ndarray) -> None:
+        save_png_atomic(folders[split] / "target" / f"{name}.png", clean)
+        save_png_atomic(folders[split] / "input" / f"{name}.png", add_noise(clean, rng))
+
+    for name in TRAIN_PHOTOS:
+        img = photo(name)
+        pieces = tiles(img, 96)
+        for k, piece in enumerate(pieces):
+            # One tile per photo validates during training; the rest train.
+            write("val" if k == len(pieces) // 2 else "train", f"{name}_{k:03d}", piece)
+    for name, top, left in HELD_OUT:
+        write("heldout", name, photo(name)[top:top + VIEW, left:left + VIEW])
+    stamp.write_text("ok\n")
+    return folders
+
+
+def run_training(data: dict[str, Path], run_dir: Path, epochs: int | None, extra: list[str]) -> Path:
+    """The real Denoising/train.py with demo.yml, in a child process. Returns the run folder."""
+    opts = ["DATA.TRAIN_DIR", str(data["train"]), "DATA.VAL_DIR", str(data["val"]),
+            "OUTPUT.DIR", str(run_dir.parent), "OUTPUT.NAME", run_dir.name]
+    if epochs is not None:
+        opts += ["OPTIM.NUM_EPOCHS", str(epochs)]
+    command = [sys.executable, str(REPO / "Denoising" / "train.py"),
+               "--config", str(REPO / "Denoising" / "demo.yml"), "--opts", *opts, *extra]
+    print("training:", " ".join(command[1:3]), "--config Denoising/demo.yml", flush=True)
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, env=env, check=False)
+    if done.returncode != 0:
+        from dgunet.errors import DGUNetError
+
+        raise DGUNetError(f"demo training failed (exit {done.returncode}); see the messages above")
+    return run_dir
+
+
+@dataclass
+class Scores:
+    psnr_in: float
+    psnr_out: float
+    ssim_in: float
+    ssim_out: float
+
+
+def restore_and_score(weights: Path, heldout: Path, out_dir: Path):
+    """Restore heldout/input with the test path; score input and output against heldout/target."""
+    from dgunet.evaluate import evaluate_folders
+    from dgunet.testrun.context import Context
+    from dgunet.testrun.loading import load_model
+    from dgunet.testrun.paired import restore_folder
+
+    loaded = load_model("denoising", str(weights), None, {}, None, "cpu")
+    ctx = Context("denoising", loaded.model, loaded.arch, log=lambda _: None)
+    restore_folder(ctx, heldout / "input", out_dir)
+    before = evaluate_folders("gopro", heldout / "input", heldout / "target")
+    after = evaluate_folders("gopro", out_dir, heldout / "target")
+    return loaded.model, before, after
+
+
+def side_by_side(noisy: Path, restored: Path, clean: Path, out: Path, gap: int = 4) -> None:
+    """degraded | restored | clean in one PNG, separated by white gaps."""
+    from dgunet.data.io import read_image, save_png_atomic
+
+    imgs = [read_image(p) for p in (noisy, restored, clean)]
+    h = imgs[0].shape[1]
+    import torch
+
+    white = torch.ones(3, h, gap)
+    row = torch.cat([imgs[0], white, imgs[1], white, imgs[2]], dim=2)
+    save_png_atomic(out, row)
+
+
+def stage_strip(model, noisy_path: Path, out: Path) -> list[float]:
+    """The 7 stage estimates of one image, left to right, with r_k printed under each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from dgunet.data.io import read_image
+    from dgunet.inference import pad_to_multiple
+
+    image = read_image(noisy_path).unsqueeze(0)
+    padded, (h, w) = pad_to_multiple(image, model.size_multiple, min_size=model.min_size)
+    with torch.inference_mode():
+        stages = [s[0, :, :h, :w].clamp(0, 1) for s in reversed(model(padded))]  # stage 1 first
+    steps = model.step_sizes()
+    fig, axes = plt.subplots(1, 8, figsize=(16, 2.6))
+    panels = [("input y", image[0])] + [(f"stage {k + 1}\nr = {r:.3f}", s)
+                                        for k, (r, s) in enumerate(zip(steps, stages, strict=True))]
+    for ax, (title, img) in zip(axes, panels, strict=True):
+        ax.imshow(img.permute(1, 2, 0).numpy())
+        ax.set_xlabel(title, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("DGUNet unfolded: each stage is one proximal gradient step "
+                 "x <- prox(x - r * phi^T(phi(x) - y))", fontsize=10)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return steps
+
+
+def print_table(before, after) -> Scores:
+    rows = {s.name: s for s in before.images}
+    print(f"\n{'image':<12} {'PSNR in':>8} {'PSNR out':>9} {'SSIM in':>8} {'SSIM out':>9}")
+    for s in after.images:
+        b = rows[s.name]
+        print(f"{s.name:<12} {b.psnr:8.2f} {s.psnr:9.2f} {b.ssim:8.4f} {s.ssim:9.4f}")
+    scores = Scores(before.psnr, after.psnr, before.ssim, after.ssim)
+    print(f"{'mean':<12} {scores.psnr_in:8.2f} {scores.psnr_out:9.2f} {scores.ssim_in:8.4f} "
+          f"{scores.ssim_out:9.4f}")
+    print(f"gain: {scores.psnr_out - scores.psnr_in:+.2f} dB PSNR, "
+          f"{scores.ssim_out - scores.ssim_in:+.4f} SSIM")
+    return scores
+
+
+def copy_file(src: Path, dst: Path) -> None:
+    if src.exists():
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+
+
+def run(args) -> int:
+    start = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = build_dataset(out / "data")
+    run_dir = run_training(data, out / "train" / "demo", args.epochs, args.opts)
+    weights = run_dir / "model_best.pth"
+    if not weights.exists():
+        weights = run_dir / "model_latest.pth"
+    restored_dir = out / "restored"
+    model, before, after = restore_and_score(weights, data["heldout"], restored_dir)
+    scores = print_table(before, after)
+
+    for name, *_ in HELD_OUT:
+        side_by_side(data["heldout"] / "input" / f"{name}.png", restored_dir / f"{name}.png",
+                     data["heldout"] / "target" / f"{name}.png", out / f"side_by_side_{name}.png")
+    steps = stage_strip(model, data["heldout"] / "input" / f"{HELD_OUT[0][0]}.png", out / "stages.png")
+    copy_file(run_dir / "curves.png", out / "curves.png")
+    copy_file(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+    seconds = time.perf_counter() - start
+    summary = {"psnr_in": round(scores.psnr_in, 4), "psnr_out": round(scores.psnr_out, 4),
+               "ssim_in": round(scores.ssim_in, 4), "ssim_out": round(scores.ssim_out, 4),
+               "seconds": round(seconds, 1)}
+    tmp = out / ".summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, out / "summary.json")
+    print(f"learned step sizes r_1..r_7: {', '.join(f'{r:.3f}' for r in steps)}")
+    print(f"pictures: {out}/side_by_side_*.png, stages.png, curves.png; summary.json "
+          f"({seconds:.0f} s)")
+    return 0
