@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgunet.errors import ConfigError
-from dgunet.inference import cpu_has_fast_bf16, restore
+from dgunet.inference import check_tile, cpu_has_fast_bf16, restore
 from dgunet.models.fast import use_fast_merge
 from dgunet.models.keyed_init import keyed_state_dict
 from dgunet.models.registry import build_model, get_variant
@@ -55,7 +55,7 @@ class BenchPath:
 PATHS = {p.name: p for p in [
     BenchPath("faithful", "published computation: eager fp32, NCHW"),
     BenchPath("fast-merge", "fp32, solve-based merge", merge_only=True),
-    BenchPath("fast", "fp32, fast merge + Winograd 3x3 convs (CPU)", {"fast": True}),
+    BenchPath("fast", "fp32, fast merge + fast convs (CPU: Winograd 3x3, GEMM 1x1)", {"fast": True}),
     BenchPath("channels-last", "fp32, NHWC", {"channels_last": True}),
     BenchPath("bf16", "bf16 autocast, NCHW", {"precision": "bf16", "channels_last": False}),
     BenchPath("bf16-cl", "bf16 autocast, NHWC", {"precision": "bf16", "channels_last": True}),
@@ -414,6 +414,12 @@ def check_args(args: argparse.Namespace) -> list[BenchPath]:
         raise ConfigError(f"{', '.join(cpu_only_bad)}: fp16 needs --device cuda")
     if args.runs < 1 or args.warmup < 0 or args.batch < 1:
         raise ConfigError("--runs and --batch must be at least 1, --warmup at least 0")
+    if any(p.tiled for p in paths):
+        multiple = 32 if args.task == "cs" else 8
+        try:
+            check_tile(args.tile, args.overlap, multiple)
+        except ValueError as err:
+            raise ConfigError(f"--tile/--overlap: {err}") from None
     return paths
 
 

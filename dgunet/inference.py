@@ -35,14 +35,21 @@ def size_multiple(model: nn.Module) -> int:
     return int(getattr(model, "size_multiple", 8))
 
 
-def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect") -> tuple[Tensor, tuple[int, int]]:
-    """Pad (B,C,H,W) at the bottom and right to multiples of `multiple`.
+def min_size(model: nn.Module) -> int:
+    """The smallest side a model accepts (image tasks: 16, so instance norm sees 2+ pixels)."""
+    return int(getattr(model, "min_size", 0))
+
+
+def pad_to_multiple(x: Tensor, multiple: int, mode: str = "reflect",
+                    min_size: int = 0) -> tuple[Tensor, tuple[int, int]]:
+    """Pad (B,C,H,W) at the bottom and right to multiples of `multiple` (and at least `min_size`).
 
     Returns the padded tensor and the original (H, W). Reflection needs a pad smaller than the
     side; for tiny inputs (a side shorter than the pad) we fall back to edge replication.
     """
     h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    pad_h = max((-h) % multiple, min_size - h)
+    pad_w = max((-w) % multiple, min_size - w)
     if pad_h or pad_w:
         if mode == "reflect" and (pad_h >= h or pad_w >= w):
             mode = "replicate"
@@ -55,9 +62,14 @@ def final_output(outputs: Tensor | list[Tensor] | tuple[Tensor, ...]) -> Tensor:
     return outputs[0] if isinstance(outputs, list | tuple) else outputs
 
 
-def forward_padded(model: nn.Module | Forward, x: Tensor, multiple: int | None = None) -> Tensor:
-    """The final stage of `model` on (B,C,H,W) of any size; output (B,C_out,H,W)."""
-    padded, (h, w) = pad_to_multiple(x, multiple or size_multiple(model))
+def forward_padded(model: nn.Module | Forward, x: Tensor, multiple: int | None = None,
+                   smallest: int | None = None) -> Tensor:
+    """The final stage of `model` on (B,C,H,W) of any size; output (B,C_out,H,W).
+
+    multiple/smallest default to the model's `size_multiple` and `min_size`.
+    """
+    smallest = min_size(model) if smallest is None else smallest
+    padded, (h, w) = pad_to_multiple(x, multiple or size_multiple(model), min_size=smallest)
     return final_output(model(padded))[..., :h, :w]
 
 
@@ -106,13 +118,15 @@ def axis_weights(starts: list[int], tile: int, size: int) -> list[Tensor]:
     return out
 
 
-def check_tile(tile: int | tuple[int, int], overlap: int, multiple: int) -> tuple[int, int]:
+def check_tile(tile: int | tuple[int, int], overlap: int, multiple: int, smallest: int = 0) -> tuple[int, int]:
     """Validate tile and overlap; returns the (tile_h, tile_w)."""
     th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
     for side in (th, tw):
         if side <= 0 or side % multiple:
             raise ValueError(f"tile={tile} must be a positive multiple of {multiple}, the side "
                              f"multiple this model needs (e.g. {max(multiple, 256 // multiple * multiple)})")
+        if side < smallest:
+            raise ValueError(f"tile={tile} is smaller than {smallest}, the smallest side this model accepts")
     if overlap < 0 or overlap >= min(th, tw):
         raise ValueError(f"overlap={overlap} must be >= 0 and smaller than the tile ({min(th, tw)})")
     return th, tw
@@ -231,7 +245,7 @@ def restore(model: nn.Module, images: Tensor, *, tile: int | tuple[int, int] | N
     channels_last: NHWC memory format; the model's 4-D weights are converted in place to the
         chosen format (values unchanged). None = on for bf16 on CPU, off otherwise.
     compile: torch.compile the model (compiled once per model, then cached).
-    fast: the same function computed faster (fast merge; on CPU also Winograd 3x3 convs; see
+    fast: the same function computed faster (fast merge; on CPU also Winograd 3x3 and GEMM 1x1 convs; see
         dgunet.models.fast). Outputs agree with the default path within 1e-4.
     """
     _check_images(images)
@@ -242,7 +256,8 @@ def restore(model: nn.Module, images: Tensor, *, tile: int | tuple[int, int] | N
     device_type = param.device.type
     autocast = autocast_context(device_type, precision)
     multiple = size_multiple(model)
-    tile_hw = check_tile(tile, overlap, multiple) if tile is not None else None
+    smallest = min_size(model)
+    tile_hw = check_tile(tile, overlap, multiple, smallest) if tile is not None else None
     if precision == "bf16" and device_type == "cpu" and not cpu_has_fast_bf16():
         warnings.warn("this CPU has no native bfloat16 kernels (no AVX512-BF16/AMX): bf16 will be "
                       "slower than fp32 here", RuntimeWarning, stacklevel=2)
@@ -253,7 +268,7 @@ def restore(model: nn.Module, images: Tensor, *, tile: int | tuple[int, int] | N
     net = compiled(model) if compile else model
 
     def run(batch: Tensor) -> Tensor:
-        return forward_padded(net, batch.contiguous(memory_format=memory_format), multiple)
+        return forward_padded(net, batch.contiguous(memory_format=memory_format), multiple, smallest)
 
     def forward(batch: Tensor) -> Tensor:
         return run(batch) if tile_hw is None else forward_tiled(run, batch, tile_hw, overlap, multiple)

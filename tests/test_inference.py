@@ -20,7 +20,7 @@ from dgunet.inference import (
 from dgunet.models import build_model
 from dgunet.models.blocks import MergeBlock, subspace_projection
 from dgunet.models.fast import (
-    WinogradConv2d,
+    FastConv2d,
     fast_subspace_projection,
     is_fast_merge,
     set_fast_convs,
@@ -118,6 +118,11 @@ def test_tiling_a_pointwise_function_has_no_seam():
     torch.testing.assert_close(out, 2 * x + 1)
 
 
+def test_tiny_image_in_tiles(small):
+    x = torch.rand(1, 3, 5, 3)
+    torch.testing.assert_close(restore(small, x, tile=32, overlap=8), restore(small, x), atol=1e-6, rtol=0)
+
+
 def test_one_tile_covering_the_image_is_the_untiled_result(small):
     x = torch.rand(1, 3, 33, 47)
     torch.testing.assert_close(restore(small, x, tile=64), restore(small, x), atol=1e-6, rtol=0)
@@ -135,7 +140,8 @@ def test_tiled_close_to_untiled(small):
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"tile": 100}, "multiple of 8"), ({"tile": 0}, "multiple of 8"), ({"tile": (64, 60)}, "multiple of 8"),
-    ({"tile": 64, "overlap": 64}, "overlap"), ({"tile": 64, "overlap": -1}, "overlap")])
+    ({"tile": 64, "overlap": 64}, "overlap"), ({"tile": 64, "overlap": -1}, "overlap"),
+    ({"tile": 8, "overlap": 0}, "smallest side")])
 def test_invalid_tile_arguments(small, kwargs, match):
     with pytest.raises(ValueError, match=match):
         restore(small, torch.rand(1, 3, 16, 16), **kwargs)
@@ -231,16 +237,18 @@ def test_fast_paths_match_the_published_reference(fixtures):
 
 # ---------------------------------------------------------------- fast convolutions
 
-def test_fast_convs_swap_only_3x3_and_swap_back(small):
+def test_fast_convs_swap_only_3x3_and_1x1_and_swap_back(small):
     with use_fast_convs(small):
-        swapped = [m for m in small.modules() if type(m) is WinogradConv2d]
-        assert swapped and all(m.kernel_size == (3, 3) and m.stride == (1, 1) for m in swapped)
-    assert not any(type(m) is WinogradConv2d for m in small.modules())
+        swapped = [m for m in small.modules() if type(m) is FastConv2d]
+        assert {m.kernel_size for m in swapped} == {(3, 3), (1, 1)}
+        assert all(m.stride == (1, 1) for m in swapped)
+        assert any(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (4, 4) for m in small.modules())
+    assert not any(type(m) is FastConv2d for m in small.modules())
 
 
-@pytest.mark.skipif(not torch._nnpack_available(), reason="NNPACK not built in")
-def test_winograd_conv_equals_direct_conv():
-    conv = torch.nn.Conv2d(24, 16, 3, padding=1).eval()
+@pytest.mark.parametrize("kernel,padding,bias", [(3, 1, True), (3, 1, False), (1, 0, True), (1, 0, False)])
+def test_fast_conv_equals_direct_conv(kernel, padding, bias):
+    conv = torch.nn.Conv2d(24, 16, kernel, padding=padding, bias=bias).eval()
     x = torch.randn(2, 24, 30, 22)
     with torch.no_grad():
         expected = conv(x)
@@ -255,7 +263,7 @@ def test_fast_restore_close_and_leaves_model_faithful(small, image):
     faithful = restore(small, image)
     torch.testing.assert_close(restore(small, image, fast=True), faithful, atol=1e-4, rtol=0)
     assert not is_fast_merge(small)
-    assert not any(type(m) is WinogradConv2d for m in small.modules())
+    assert not any(type(m) is FastConv2d for m in small.modules())
 
 
 # ---------------------------------------------------------------- precision and memory format
@@ -336,3 +344,37 @@ def test_compile_equal_and_cached():
         pytest.skip(f"torch.compile unavailable here: {err}")
     torch.testing.assert_close(out, restore(model, x), atol=1e-5, rtol=0)
     assert compiled(model) is compiled(model)
+
+
+# ---------------------------------------------------------------- bench command (no timing)
+
+def test_bench_arguments_and_table():
+    import argparse
+
+    from dgunet import bench
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    args = parser.parse_args(["--size", "64", "--large-size", "1280x720", "--paths", "faithful", "fast"])
+    assert args.size == (64, 64) and args.large_size == (720, 1280)
+    paths = bench.check_args(args)
+    # The child re-parses the same settings.
+    child = parser.parse_args(bench.child_command(args, "fast", "/tmp/x.pt")[4:])
+    assert (child.size, child.large_size, child.child) == (args.size, args.large_size, "fast")
+    out = torch.rand(1, 3, 8, 8)
+    rows = [bench.Row(paths[0], (8, 8), [2.0, 2.2, 1.8], out), bench.Row(paths[1], (8, 8), [1.0], out + 1e-3)]
+    text = bench.table(rows, {False: out}, batch=1)
+    assert "| fast |" in text and "2.00x" in text and "1.00e-03" in text
+
+
+def test_bench_rejects_bad_settings():
+    import argparse
+
+    from dgunet import bench
+    from dgunet.errors import ConfigError
+
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    for argv in (["--paths", "fp16"], ["--paths", "tiled", "--tile", "100"], ["--runs", "0"]):
+        with pytest.raises(ConfigError):
+            bench.check_args(parser.parse_args(argv))

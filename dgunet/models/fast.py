@@ -13,11 +13,12 @@ so no (B,16,HW) or (B,HW,n) temporary besides V itself. The small products and t
 always run in float32 (also under autocast): the Gram matrix of L1-normalised rows has
 entries around 1/HW, far too fine for bfloat16 or float16.
 
-2. 3x3 convolutions. They are 92% of the model's multiply-adds. On CPU, NNPACK's Winograd
-kernels compute them 2-2.5x faster than oneDNN's direct ones for float32 NCHW inputs;
-Winograd rounds differently (about 1e-5 relative), so whole-model outputs stay within 1e-4.
-`use_fast_convs` swaps the class of eligible `nn.Conv2d` modules (state dicts unchanged);
-any call NNPACK cannot serve (GPU, autocast, channels_last, gradients) takes the usual path.
+2. Convolutions. 3x3 ones are 92% of the model's multiply-adds. On CPU, NNPACK's Winograd
+kernels compute them 2-2.5x faster than oneDNN's direct ones for float32 NCHW inputs, and
+1x1 ones are faster as one matrix product. Winograd rounds differently (about 1e-5
+relative), so whole-model outputs stay within 1e-4. `use_fast_convs` swaps the class of
+eligible `nn.Conv2d` modules (state dicts unchanged); any call these kernels cannot serve
+(GPU, autocast, channels_last, gradients) takes the usual path.
 """
 
 from __future__ import annotations
@@ -103,38 +104,58 @@ def use_fast_merge(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module
                 block.projection = prev
 
 
-class WinogradConv2d(nn.Conv2d):
-    """An `nn.Conv2d` (3x3, stride 1, padding 1) that runs inference through NNPACK on CPU."""
+class FastConv2d(nn.Conv2d):
+    """An `nn.Conv2d` whose CPU float32 inference runs through faster kernels.
+
+    3x3 (stride 1, padding 1): NNPACK's Winograd convolution, one image at a time (its batched
+    entry point uses slower kernels). 1x1: a plain matrix product, about 1.5-2x faster than
+    oneDNN's 1x1 convolution on full-resolution maps. Any other call takes the usual path.
+    """
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if not _nnpack_can_run(x, weight):
+        if not _cpu_fp32_inference(x, weight):
             return super()._conv_forward(x, weight, bias)
-        # NNPACK's batched entry point uses slower kernels than its single-image one.
-        outs = [torch._nnpack_spatial_convolution(x[i:i + 1], weight.contiguous(), bias, [1, 1], [1, 1])
-                for i in range(x.shape[0])]
-        return outs[0] if len(outs) == 1 else torch.cat(outs)
+        if self.kernel_size == (1, 1):
+            return _pointwise(x, weight, bias)
+        if torch._nnpack_available():
+            w = weight.contiguous()
+            outs = [torch._nnpack_spatial_convolution(x[i:i + 1], w, bias, [1, 1], [1, 1])
+                    for i in range(x.shape[0])]
+            return outs[0] if len(outs) == 1 else torch.cat(outs)
+        return super()._conv_forward(x, weight, bias)
 
 
-def _nnpack_can_run(x: Tensor, weight: Tensor) -> bool:
+def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """1x1 convolution as (B,out,in) @ (B,in,HW) (+ bias); x (B,in,H,W) -> (B,out,H,W)."""
+    b, c, h, w = x.shape
+    mat = weight.reshape(weight.shape[0], c).expand(b, -1, -1)
+    flat = x.reshape(b, c, h * w)
+    out = torch.bmm(mat, flat) if bias is None else torch.baddbmm(bias[None, :, None], mat, flat)
+    return out.reshape(b, -1, h, w)
+
+
+def _cpu_fp32_inference(x: Tensor, weight: Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
             and x.is_contiguous() and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and torch._nnpack_available())
+            and not torch.is_autocast_enabled("cpu"))
 
 
-def _winograd_eligible(conv: nn.Module) -> bool:
-    return (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
-            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
-            and conv.padding_mode == "zeros")
+def _fast_conv_eligible(conv: nn.Module) -> bool:
+    if type(conv) is not nn.Conv2d or conv.groups != 1 or conv.stride != (1, 1) or conv.dilation != (1, 1):
+        return False
+    if conv.kernel_size == (1, 1):
+        return conv.padding == (0, 0)
+    return conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.padding_mode == "zeros"
 
 
 def set_fast_convs(model: nn.Module, enabled: bool = True) -> int:
-    """Swap every plain 3x3 `nn.Conv2d` of `model` to `WinogradConv2d` (or back); returns how many."""
+    """Swap every plain 3x3 and 1x1 `nn.Conv2d` of `model` to `FastConv2d` (or back); returns how many."""
     count = 0
     for module in model.modules():
-        if enabled and _winograd_eligible(module):
-            module.__class__ = WinogradConv2d
+        if enabled and _fast_conv_eligible(module):
+            module.__class__ = FastConv2d
             count += 1
-        elif not enabled and type(module) is WinogradConv2d:
+        elif not enabled and type(module) is FastConv2d:
             module.__class__ = nn.Conv2d
             count += 1
     return count
@@ -155,10 +176,10 @@ def use_fast_convs(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module
 
 @contextlib.contextmanager
 def use_fast(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
-    """Both output-preserving speedups: the fast merge and the Winograd 3x3 convolutions."""
+    """Both output-preserving speedups: the fast merge and the fast CPU convolutions."""
     with use_fast_merge(model, enabled), use_fast_convs(model, enabled):
         yield model
 
 
-__all__ = ["WinogradConv2d", "fast_subspace_projection", "is_fast_merge", "merge_blocks", "set_fast_convs",
+__all__ = ["FastConv2d", "fast_subspace_projection", "is_fast_merge", "merge_blocks", "set_fast_convs",
            "set_fast_merge", "subspace_projection", "use_fast", "use_fast_convs", "use_fast_merge"]
