@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -84,14 +85,20 @@ def build_dataset(root: Path, seed: int = 0) -> dict[str, Path]:
 
 
 def run_training(data: dict[str, Path], run_dir: Path, epochs: int | None, extra: list[str]) -> Path:
-    """The real Denoising/train.py with demo.yml, in a child process. Returns the run folder."""
+    """The real Denoising/train.py with demo.yml, in a child process. Returns the run folder.
+
+    A previous demo run is removed first: the engine (rightly) refuses to start a fresh run
+    over an existing one, and the demo always starts from scratch.
+    """
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
     opts = ["DATA.TRAIN_DIR", str(data["train"]), "DATA.VAL_DIR", str(data["val"]),
             "OUTPUT.DIR", str(run_dir.parent), "OUTPUT.NAME", run_dir.name]
     if epochs is not None:
         opts += ["OPTIM.NUM_EPOCHS", str(epochs)]
     command = [sys.executable, str(REPO / "Denoising" / "train.py"),
                "--config", str(REPO / "Denoising" / "demo.yml"), "--opts", *opts, *extra]
-    print("training:", " ".join(command[1:3]), "--config Denoising/demo.yml", flush=True)
+    print("training: python Denoising/train.py --config Denoising/demo.yml", flush=True)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, env=env, check=False)
     if done.returncode != 0:
@@ -153,7 +160,7 @@ def stage_strip(model, noisy_path: Path, out: Path) -> list[float]:
     with torch.inference_mode():
         stages = [s[0, :, :h, :w].clamp(0, 1) for s in reversed(model(padded))]  # stage 1 first
     steps = model.step_sizes()
-    fig, axes = plt.subplots(1, 8, figsize=(16, 2.6))
+    fig, axes = plt.subplots(1, 8, figsize=(16, 3.1))
     panels = [("input y", image[0])] + [(f"stage {k + 1}\nr = {r:.3f}", s)
                                         for k, (r, s) in enumerate(zip(steps, stages, strict=True))]
     for ax, (title, img) in zip(axes, panels, strict=True):
@@ -165,7 +172,7 @@ def stage_strip(model, noisy_path: Path, out: Path) -> list[float]:
                  "x <- prox(x - r * phi^T(phi(x) - y))", fontsize=10)
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=90)
+    fig.savefig(tmp, dpi=90, bbox_inches="tight")
     plt.close(fig)
     os.replace(tmp, out)
     return steps
