@@ -1,0 +1,44 @@
+"""The demo end to end on a shrunken recipe: data, real train.py, test path, metrics, pictures."""
+
+from __future__ import annotations
+
+import json
+import types
+
+import numpy as np
+import pytest
+
+from dgunet import demo
+
+
+def test_noise_is_seeded_and_has_the_requested_sigma():
+    clean = np.full((64, 64, 3), 128, np.uint8)
+    a = demo.add_noise(clean, np.random.default_rng(0))
+    b = demo.add_noise(clean, np.random.default_rng(0))
+    assert np.array_equal(a, b)
+    assert abs(a.astype(float).std() - demo.NOISE_SIGMA) < 1.0
+
+
+def test_dataset_has_disjoint_train_and_held_out_photos(tmp_path):
+    folders = demo.build_dataset(tmp_path)
+    train = {p.stem.rsplit("_", 1)[0] for p in (folders["train"] / "input").glob("*.png")}
+    held = {p.stem for p in (folders["heldout"] / "target").glob("*.png")}
+    assert train == set(demo.TRAIN_PHOTOS)
+    assert held == {name for name, *_ in demo.HELD_OUT} and not (train & held)
+    assert len(list((folders["val"] / "input").glob("*.png"))) == len(demo.TRAIN_PHOTOS)
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path, capsys):
+    args = types.SimpleNamespace(out=str(tmp_path), epochs=1, opts=[
+        "MODEL.N_FEAT", "4", "MODEL.SCALE_UNETFEATS", "2", "MODEL.SCALE_ORSNETFEATS", "2",
+        "TRAIN.PATCH_SIZE", "32"])
+    assert demo.run(args) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary) == {"psnr_in", "psnr_out", "ssim_in", "ssim_out", "seconds"}
+    assert 19 < summary["psnr_in"] < 22  # sigma 25 on 8-bit images
+    pictures = [f"side_by_side_{n}.png" for n, *_ in demo.HELD_OUT]
+    for name in ["stages.png", "curves.png", "metrics.jsonl", *pictures]:
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "mean" in capsys.readouterr().out
+    assert demo.run(args) == 0  # a second run into the same folder starts afresh
