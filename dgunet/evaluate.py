@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dgunet.atomic import write_text_atomic
 from dgunet.errors import DataError
 from dgunet.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 
@@ -192,19 +191,7 @@ def write_json_atomic(path: str | Path, document: dict) -> None:
 
     A reader never sees a half-written file, and a failure leaves any old file untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(document, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

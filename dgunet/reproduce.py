@@ -17,13 +17,14 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from dgunet.atomic import write_text_atomic
 from dgunet.checkpoint import extract_state_dict, infer_structure, read_checkpoint
 from dgunet.errors import ConfigError
 from dgunet.evaluate import write_json_atomic
 from dgunet.models import TASKS
 from dgunet.testrun import options
 from dgunet.testrun.datasets import TASK_DATASETS
-from dgunet.testrun.results import DatasetResult, fmt_number, write_text_atomic
+from dgunet.testrun.results import DatasetResult, fmt_number
 from dgunet.testrun.runner import TASK_TITLES, make_context, run_datasets
 
 PAPER_FILE = Path(__file__).with_name("paper_results.json")

@@ -30,3 +30,15 @@ def repo() -> Path:
 @pytest.fixture
 def fixtures() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread in this process: the 2 cores are shared with the scripts under test, and
+    two threads that each wait for the other's time slice are far slower than one."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

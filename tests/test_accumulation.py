@@ -29,13 +29,7 @@ from dgunet.engine import trainer as trainer_module
 from dgunet.engine.distributed import BatchPlan, DistEnv, GlobalBatchSampler, batch_plan
 from dgunet.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def micro_batches(parts: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

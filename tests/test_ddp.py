@@ -12,13 +12,7 @@ from dgunet.engine import train
 from dgunet.engine.distributed import DistEnv, batch_plan
 from dgunet.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.slow  # one torchrun launch (~10-20 s on 2 cores), shared with test_accumulation

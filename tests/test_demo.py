@@ -30,7 +30,7 @@ def test_dataset_has_disjoint_train_and_held_out_photos(tmp_path):
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path, capsys):
-    args = types.SimpleNamespace(out=str(tmp_path), epochs=1, opts=[
+    args = types.SimpleNamespace(out=str(tmp_path), epochs=2, opts=[
         "MODEL.N_FEAT", "4", "MODEL.SCALE_UNETFEATS", "2", "MODEL.SCALE_ORSNETFEATS", "2",
         "TRAIN.PATCH_SIZE", "32"])
     assert demo.run(args) == 0

@@ -40,13 +40,7 @@ PUBLISHED = {"deblurring": (1e-4, 3000, 0), "deraining": (2e-4, 250, 0), "denois
 TINY_WIDTHS = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """In-process training on one thread: two cores are shared with other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def published_lr(task: str, epoch: int) -> float:

@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-import torch
 from _testpy_data import make_cs, make_dnd, make_paired, run_script, tiny_checkpoint
 
 from dgunet.cli import main as cli_main
@@ -16,12 +15,7 @@ from dgunet.reproduce import load_paper, paper_scores
 DERAINING = ("Rain100L", "Rain100H", "Test100", "Test1200", "Test2800")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _table_rows(markdown: str) -> dict[str, list[str]]:

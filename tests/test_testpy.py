@@ -31,13 +31,7 @@ from dgunet.testrun.matfiles import load_mat_variable, savemat_atomic
 DND_BOXES = [np.array([[1, 1, 32, 32], [5, 9, 36, 48]]), np.array([[10, 20, 41, 51], [39, 59, 70, 90]])]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared with the scripts under test: one thread each is far faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
+from dgunet.atomic import write_bytes_atomic
 from dgunet.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -108,13 +108,4 @@ def save_png_atomic(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
     if not ok:
         raise DataError(f"OpenCV could not encode {path} as PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(encoded.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, encoded.tobytes())

@@ -19,20 +19,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from dgunet.atomic import write_text_atomic
+
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 CONFIG = "config.yml"
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
@@ -73,7 +64,7 @@ class Records:
 
     def save_config(self, config_yaml: str) -> None:
         if self.enabled:
-            _write_text_atomic(self.out_dir / CONFIG, config_yaml)
+            write_text_atomic(self.out_dir / CONFIG, config_yaml)
 
     def progress(self, epoch: int, last_epoch: int, steps: int) -> tqdm:
         return tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="step", leave=False,
@@ -87,7 +78,7 @@ class Records:
         rows = read_metrics(self.out_dir)
         kept = [r for r in rows if r["epoch"] <= epoch]
         if len(kept) != len(rows):
-            _write_text_atomic(self.out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
+            write_text_atomic(self.out_dir / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         if not self.enabled:

@@ -8,14 +8,13 @@ formats, so every caller here sees MATLAB's axis order whatever the file format.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import scipy.io
 
+from dgunet.atomic import atomic_open
 from dgunet.errors import DataError
 
 
@@ -59,16 +58,6 @@ def savemat_atomic(path: str | Path, variables: dict) -> Path:
     A crash leaves either the old file or none, never a truncated .mat that MATLAB or the
     benchmark server would choke on.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            scipy.io.savemat(f, variables)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_open(path, "wb") as f:
+        scipy.io.savemat(f, variables)
+    return Path(path)
