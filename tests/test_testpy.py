@@ -278,3 +278,18 @@ def test_savemat_atomic_leaves_nothing_half_written(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         savemat_atomic(tmp_path / "Idenoised.mat", {"Idenoised": np.zeros(3)})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_fast_flag_reaches_restore_and_keeps_results():
+    from dgunet.testrun import options as options_module
+    from dgunet.testrun.restoring import restore_images
+    from dgunet.testrun.runner import build_parser
+
+    args = build_parser("deraining").parse_args(["--weights", "w.pth", "--fast"])
+    options = options_module.restore_options(args, "deraining")
+    assert options.kwargs() == {"fast": True}
+    torch.manual_seed(0)
+    model = build_model("deraining", "DGUNet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4).eval()
+    x = torch.rand(1, 3, 24, 40)
+    faithful = restore_images(model, x, type(options)())
+    torch.testing.assert_close(restore_images(model, x, options), faithful, atol=1e-4, rtol=0)

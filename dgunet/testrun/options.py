@@ -55,6 +55,9 @@ def add_run_arguments(parser: argparse.ArgumentParser, tiles: bool = True) -> No
         group.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
     group.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     group.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    group.add_argument("--fast", action="store_true",
+                       help="faster kernels for the same function (outputs move by ~3e-6; off: the "
+                            "published computation)")
     group.add_argument("--workers", type=int, default=0,
                        help="processes for scoring image folders (default 0: in this process)")
 
@@ -78,7 +81,7 @@ def restore_options(args: argparse.Namespace, task: str) -> RestoreOptions:
         raise ConfigError(f"--overlap {args.overlap} must be at least 0 and less than --tile {tile}")
     return RestoreOptions(tile=tile, overlap=getattr(args, "overlap", 32), self_ensemble=ensemble,
                           precision=args.precision, channels_last=args.channels_last,
-                          compile=args.compile)
+                          compile=args.compile, fast=getattr(args, "fast", False))
 
 
 def given_widths(args: argparse.Namespace) -> dict[str, int]:

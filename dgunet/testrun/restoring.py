@@ -24,6 +24,7 @@ class RestoreOptions:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    fast: bool = False
 
     def kwargs(self) -> dict:
         """The options that differ from the defaults (overlap only matters with a tile)."""
