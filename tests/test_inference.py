@@ -17,13 +17,15 @@ from dgunet.inference import (
     tile_starts,
     undo_dihedral,
 )
-from dgunet.models import build_model
+from dgunet.models import build_model, fast
 from dgunet.models.blocks import MergeBlock, subspace_projection
 from dgunet.models.fast import (
     FastConv2d,
     fast_subspace_projection,
     is_fast_merge,
+    kernel_choices,
     set_fast_convs,
+    set_kernel_policy,
     use_fast,
     use_fast_convs,
     use_fast_merge,
@@ -246,8 +248,21 @@ def test_fast_convs_swap_only_3x3_and_1x1_and_swap_back(small):
     assert not any(type(m) is FastConv2d for m in small.modules())
 
 
+@pytest.fixture
+def kernel_policy():
+    """Set the kernel policy for one test; the previous policy and choices come back after."""
+    saved = dict(fast._choices)
+    fast._choices.clear()
+    previous = set_kernel_policy("auto")
+    yield set_kernel_policy
+    set_kernel_policy(previous)
+    fast._choices.clear()
+    fast._choices.update(saved)
+
+
 @pytest.mark.parametrize("kernel,padding,bias", [(3, 1, True), (3, 1, False), (1, 0, True), (1, 0, False)])
-def test_fast_conv_equals_direct_conv(kernel, padding, bias):
+def test_fast_conv_equals_direct_conv(kernel, padding, bias, kernel_policy):
+    kernel_policy("fast")  # the fast kernel itself, whatever this machine would choose
     conv = torch.nn.Conv2d(24, 16, kernel, padding=padding, bias=bias).eval()
     x = torch.randn(2, 24, 30, 22)
     with torch.no_grad():
@@ -257,6 +272,59 @@ def test_fast_conv_equals_direct_conv(kernel, padding, bias):
     set_fast_convs(conv, enabled=False)
     assert type(conv) is torch.nn.Conv2d
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fast_wins", [True, False])
+def test_auto_policy_keeps_the_measured_winner_once_per_shape(fast_wins, kernel_policy, monkeypatch):
+    timings = []
+
+    def fake_time_pair(run_fast, run_default):
+        timings.append(1)
+        return (1.0, 2.0) if fast_wins else (2.0, 1.0)
+
+    calls = []
+
+    def spy_gemm(x, weight, bias):
+        calls.append(x.shape)
+        return fast._pointwise(x, weight, bias)
+
+    monkeypatch.setattr(fast, "_time_pair", fake_time_pair)
+    monkeypatch.setitem(fast._KERNELS, "gemm-1x1", spy_gemm)
+    conv = torch.nn.Conv2d(8, 4, 1).eval()
+    set_fast_convs(conv)
+    with torch.no_grad():
+        for _ in range(3):
+            conv(torch.randn(2, 8, 20, 12))
+        conv(torch.randn(1, 8, 300, 12))  # a new size is measured again (on a 256-row crop)
+    assert len(timings) == 2
+    assert kernel_choices() == {"gemm-1x1": (2 * fast_wins, 2)}
+    assert len(calls) == (4 if fast_wins else 0)
+    assert {k[-2:] for k in fast._choices} == {(20, 12), (256, 12)}
+
+
+def test_default_policy_never_calls_the_fast_kernels(kernel_policy, monkeypatch):
+    kernel_policy("default")
+
+    def refuse(*args):
+        raise AssertionError("fast kernel called under the 'default' policy")
+
+    monkeypatch.setitem(fast._KERNELS, "gemm-1x1", refuse)
+    monkeypatch.setitem(fast._KERNELS, "winograd-3x3", refuse)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 1)).eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        expected = model(x)
+        with use_fast_convs(model):
+            torch.testing.assert_close(model(x), expected, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="auto, fast, default"):
+        set_kernel_policy("fastest")
+
+
+def test_auto_policy_output_matches_published(kernel_policy, small, image):
+    faithful = restore(small, image)
+    torch.testing.assert_close(restore(small, image, fast=True), faithful, atol=1e-4, rtol=0)
+    measured = {"gemm-1x1"} | ({"winograd-3x3"} if torch._nnpack_available() else set())
+    assert set(kernel_choices()) == measured
 
 
 def test_fast_restore_close_and_leaves_model_faithful(small, image):

@@ -13,18 +13,23 @@ so no (B,16,HW) or (B,HW,n) temporary besides V itself. The small products and t
 always run in float32 (also under autocast): the Gram matrix of L1-normalised rows has
 entries around 1/HW, far too fine for bfloat16 or float16.
 
-2. Convolutions. 3x3 ones are 92% of the model's multiply-adds. On CPU, NNPACK's Winograd
-kernels compute them 2-2.5x faster than oneDNN's direct ones for float32 NCHW inputs, and
-1x1 ones are faster as one matrix product. Winograd rounds differently (about 1e-5
-relative), so whole-model outputs stay within 1e-4. `use_fast_convs` swaps the class of
-eligible `nn.Conv2d` modules (state dicts unchanged); any call these kernels cannot serve
-(GPU, autocast, channels_last, gradients) takes the usual path.
+2. Convolutions. 3x3 ones are 92% of the model's multiply-adds. On an AVX2 CPU, NNPACK's
+Winograd kernels compute them 2-2.5x faster than oneDNN's direct ones for float32 NCHW
+inputs, and 1x1 ones are faster as one matrix product. Which kernel wins depends on the CPU
+(oneDNN's AVX-512 kernels are twice as wide; NNPACK's are AVX2), so by default each conv
+shape is timed once per process, on its first call, and keeps the faster kernel (oneDNN on a
+tie), like cuDNN's benchmark mode; `set_kernel_policy` can force either side. Winograd rounds
+differently (about 1e-5 relative), so whole-model outputs stay within 1e-4 whichever kernels
+win. `use_fast_convs` swaps the class of eligible `nn.Conv2d` modules (state dicts
+unchanged); any call these kernels cannot serve (GPU, autocast, channels_last, gradients)
+takes the usual path.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -105,24 +110,30 @@ def use_fast_merge(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module
 
 
 class FastConv2d(nn.Conv2d):
-    """An `nn.Conv2d` whose CPU float32 inference runs through faster kernels.
+    """An `nn.Conv2d` whose CPU float32 inference may run through faster kernels.
 
     3x3 (stride 1, padding 1): NNPACK's Winograd convolution, one image at a time (its batched
-    entry point uses slower kernels). 1x1: a plain matrix product, about 1.5-2x faster than
-    oneDNN's 1x1 convolution on full-resolution maps. Any other call takes the usual path.
+    entry point uses slower kernels). 1x1: a plain matrix product. Each is used only where it
+    beat oneDNN on this machine (see `set_kernel_policy`); any other call takes the usual path.
     """
 
     def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if not _cpu_fp32_inference(x, weight):
             return super()._conv_forward(x, weight, bias)
-        if self.kernel_size == (1, 1):
-            return _pointwise(x, weight, bias)
-        if torch._nnpack_available():
-            w = weight.contiguous()
-            outs = [torch._nnpack_spatial_convolution(x[i:i + 1], w, bias, [1, 1], [1, 1])
-                    for i in range(x.shape[0])]
-            return outs[0] if len(outs) == 1 else torch.cat(outs)
+        kind = "gemm-1x1" if self.kernel_size == (1, 1) else "winograd-3x3"
+        if kind == "winograd-3x3" and not torch._nnpack_available():
+            return super()._conv_forward(x, weight, bias)
+        fast = _KERNELS[kind]
+        if _use_fast_kernel(kind, x, weight, bias, fast, super()._conv_forward):
+            return fast(x, weight, bias)
         return super()._conv_forward(x, weight, bias)
+
+
+def _winograd(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """3x3 'same' convolution through NNPACK, one image at a time."""
+    w = weight.contiguous()
+    outs = [torch._nnpack_spatial_convolution(x[i:i + 1], w, bias, [1, 1], [1, 1]) for i in range(x.shape[0])]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -132,6 +143,73 @@ def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     flat = x.reshape(b, c, h * w)
     out = torch.bmm(mat, flat) if bias is None else torch.baddbmm(bias[None, :, None], mat, flat)
     return out.reshape(b, -1, h, w)
+
+
+_KERNELS: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
+    "winograd-3x3": _winograd, "gemm-1x1": _pointwise}
+
+
+# ---------------------------------------------------------------- measured kernel choice
+
+_POLICIES = ("auto", "fast", "default")
+_policy = "auto"
+# (kind, in_c, out_c, has_bias, threads, sample h, sample w) -> True when the fast kernel won.
+_choices: dict[tuple, bool] = {}
+# Timing sample: one image, cropped to at most 256x256. The winner depends on the map size
+# (cache effects flip some shapes between 128 and 256 px), but not beyond 256.
+_TUNE_SIDE = 256
+_TUNE_RUNS = 2
+_MARGIN = 0.95  # the fast kernel must be at least 5% faster, or oneDNN (the default) stays
+
+
+def set_kernel_policy(policy: str) -> str:
+    """How FastConv2d picks kernels; returns the previous policy.
+
+    "auto" (default): time the fast kernel against oneDNN once per conv shape, map size
+    (capped at 256x256) and thread count, and keep the faster. The first forward at a new
+    size pays for the timing (about two forwards' worth). "fast": always the fast kernel
+    (NNPACK Winograd for 3x3, GEMM for 1x1). "default": always oneDNN (the fast merge alone).
+    """
+    global _policy
+    if policy not in _POLICIES:
+        raise ValueError(f"kernel policy {policy!r}; choose one of {', '.join(_POLICIES)}")
+    previous, _policy = _policy, policy
+    return previous
+
+
+def kernel_choices() -> dict[str, tuple[int, int]]:
+    """What "auto" chose so far: {kind: (shapes using the fast kernel, shapes measured)}."""
+    summary: dict[str, tuple[int, int]] = {}
+    for (kind, *_), fast in _choices.items():
+        won, total = summary.get(kind, (0, 0))
+        summary[kind] = (won + fast, total + 1)
+    return summary
+
+
+def _use_fast_kernel(kind: str, x: Tensor, weight: Tensor, bias: Tensor | None,
+                     fast: Callable, default: Callable) -> bool:
+    if _policy != "auto":
+        return _policy == "fast"
+    sample = x[:1, :, :_TUNE_SIDE, :_TUNE_SIDE]
+    key = (kind, weight.shape[1], weight.shape[0], bias is not None, torch.get_num_threads(), *sample.shape[2:])
+    if key not in _choices:
+        sample = sample.contiguous()
+        t_fast, t_default = _time_pair(lambda: fast(sample, weight, bias),
+                                       lambda: default(sample, weight, bias))
+        _choices[key] = t_fast < _MARGIN * t_default
+    return _choices[key]
+
+
+def _time_pair(a: Callable[[], Tensor], b: Callable[[], Tensor]) -> tuple[float, float]:
+    """Best of a few interleaved runs of each (after one warm-up), in seconds."""
+    best = [float("inf"), float("inf")]
+    for run in range(_TUNE_RUNS + 1):
+        for i, fn in enumerate((a, b)):
+            start = time.perf_counter()
+            fn()
+            if run:  # run 0 warms up caches and oneDNN's primitive cache
+                best[i] = min(best[i], time.perf_counter() - start)
+    return best[0], best[1]
 
 
 def _cpu_fp32_inference(x: Tensor, weight: Tensor) -> bool:
@@ -181,5 +259,6 @@ def use_fast(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
         yield model
 
 
-__all__ = ["FastConv2d", "fast_subspace_projection", "is_fast_merge", "merge_blocks", "set_fast_convs",
-           "set_fast_merge", "subspace_projection", "use_fast", "use_fast_convs", "use_fast_merge"]
+__all__ = ["FastConv2d", "fast_subspace_projection", "is_fast_merge", "kernel_choices", "merge_blocks",
+           "set_fast_convs", "set_fast_merge", "set_kernel_policy", "subspace_projection", "use_fast",
+           "use_fast_convs", "use_fast_merge"]
