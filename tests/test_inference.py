@@ -295,11 +295,12 @@ def test_auto_policy_keeps_the_measured_winner_once_per_shape(fast_wins, kernel_
     with torch.no_grad():
         for _ in range(3):
             conv(torch.randn(2, 8, 20, 12))
-        conv(torch.randn(1, 8, 300, 12))  # a new size is measured again (on a 256-row crop)
+        conv(torch.randn(1, 8, 21, 12))  # same size class (pixel count to a power of two)
+        conv(torch.randn(1, 8, 300, 12))  # a new size class is measured again (on a 256-row crop)
     assert len(timings) == 2
     assert kernel_choices() == {"gemm-1x1": (2 * fast_wins, 2)}
-    assert len(calls) == (4 if fast_wins else 0)
-    assert {k[-2:] for k in fast._choices} == {(20, 12), (256, 12)}
+    assert len(calls) == (5 if fast_wins else 0)
+    assert {k[-1] for k in fast._choices} == {(20 * 12).bit_length(), (256 * 12).bit_length()}
 
 
 def test_default_policy_never_calls_the_fast_kernels(kernel_policy, monkeypatch):

@@ -153,7 +153,9 @@ _KERNELS: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
 
 _POLICIES = ("auto", "fast", "default")
 _policy = "auto"
-# (kind, in_c, out_c, has_bias, threads, sample h, sample w) -> True when the fast kernel won.
+# (kind, in_c, out_c, has_bias, threads, size class) -> True when the fast kernel won.
+# Size class: bit length of the sample's pixel count, so that a test set of many slightly
+# different sizes is timed a handful of times, not once per image.
 _choices: dict[tuple, bool] = {}
 # Timing sample: one image, cropped to at most 256x256. The winner depends on the map size
 # (cache effects flip some shapes between 128 and 256 px), but not beyond 256.
@@ -165,10 +167,11 @@ _MARGIN = 0.95  # the fast kernel must be at least 5% faster, or oneDNN (the def
 def set_kernel_policy(policy: str) -> str:
     """How FastConv2d picks kernels; returns the previous policy.
 
-    "auto" (default): time the fast kernel against oneDNN once per conv shape, map size
-    (capped at 256x256) and thread count, and keep the faster. The first forward at a new
-    size pays for the timing (about two forwards' worth). "fast": always the fast kernel
-    (NNPACK Winograd for 3x3, GEMM for 1x1). "default": always oneDNN (the fast merge alone).
+    "auto" (default): time the fast kernel against oneDNN once per conv shape, map size class
+    (pixel count to a power of two, capped at 256x256) and thread count, and keep the faster.
+    The first forward at a new size pays for the timing (about two forwards' worth).
+    "fast": always the fast kernel (NNPACK Winograd for 3x3, GEMM for 1x1).
+    "default": always oneDNN (the fast merge alone).
     """
     global _policy
     if policy not in _POLICIES:
@@ -191,7 +194,8 @@ def _use_fast_kernel(kind: str, x: Tensor, weight: Tensor, bias: Tensor | None,
     if _policy != "auto":
         return _policy == "fast"
     sample = x[:1, :, :_TUNE_SIDE, :_TUNE_SIDE]
-    key = (kind, weight.shape[1], weight.shape[0], bias is not None, torch.get_num_threads(), *sample.shape[2:])
+    size_class = (sample.shape[-2] * sample.shape[-1]).bit_length()
+    key = (kind, weight.shape[1], weight.shape[0], bias is not None, torch.get_num_threads(), size_class)
     if key not in _choices:
         sample = sample.contiguous()
         t_fast, t_default = _time_pair(lambda: fast(sample, weight, bias),
