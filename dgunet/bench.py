@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgunet.engine.data import psnr01
 from dgunet.errors import ConfigError
-from dgunet.inference import check_tile, cpu_has_fast_bf16, restore
+from dgunet.inference import check_tile, cpu_has_fast_bf16, min_size, restore, size_multiple
 from dgunet.models.fast import kernel_choices, use_fast_merge
 from dgunet.models.keyed_init import keyed_state_dict
 from dgunet.models.registry import build_model, get_variant
@@ -259,8 +260,7 @@ def run_child(args: argparse.Namespace) -> int:
     if path.options.get("fast"):
         # The first fast forward at a new size times the conv kernels (dgunet.models.fast);
         # one tile (or the image) does that here, so neither the seconds nor the memory count it.
-        side = args.tile if path.tiled else max(x.shape[-2:])
-        runner(model, x[..., :side, :side], path, args)()
+        runner(model, x[..., :args.tile, :args.tile] if path.tiled else x, path, args)()
     base = rss_bytes()
     reset_peak_rss()  # loading the weights must not count
     start = time.perf_counter()
@@ -272,12 +272,6 @@ def run_child(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- reporting
-
-def psnr(a: Tensor, b: Tensor) -> float:
-    """PSNR in dB of two images clamped to [0, 1] (as they would be saved)."""
-    mse = float(((a.double().clamp(0, 1) - b.double().clamp(0, 1)) ** 2).mean())
-    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
-
 
 @dataclass
 class Row:
@@ -314,8 +308,8 @@ def table(rows: list[Row], clean: dict[bool, Tensor], batch: int) -> str:
             f"| {r.path.name} | {r.path.about} | {r.size[1]}x{r.size[0]} | {len(r.seconds)} "
             f"| {r.median:.3f} | {ratio} | {batch / r.median:.2f} | {r.memory} "
             f"| {'-' if diff is None else f'{diff:.2e}'} "
-            f"| {'-' if ref is None else fmt_db(psnr(r.output, ref.output))} "
-            f"| {fmt_db(psnr(r.output, clean[r.path.large]))} |")
+            f"| {'-' if ref is None else fmt_db(psnr01(r.output, ref.output))} "
+            f"| {fmt_db(psnr01(r.output, clean[r.path.large]))} |")
     return "\n".join(lines)
 
 
@@ -409,7 +403,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_args(args: argparse.Namespace) -> list[BenchPath]:
-    get_variant(args.task, args.arch)
+    model_cls = get_variant(args.task, args.arch).cls  # also rejects an unknown task or arch
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: no CUDA device is visible to torch")
     names = args.paths or default_paths(args.device, args.compile)
@@ -420,9 +414,8 @@ def check_args(args: argparse.Namespace) -> list[BenchPath]:
     if args.runs < 1 or args.warmup < 0 or args.batch < 1:
         raise ConfigError("--runs and --batch must be at least 1, --warmup at least 0")
     if any(p.tiled for p in paths):
-        multiple = 32 if args.task == "cs" else 8
         try:
-            check_tile(args.tile, args.overlap, multiple)
+            check_tile(args.tile, args.overlap, size_multiple(model_cls), min_size(model_cls))
         except ValueError as err:
             raise ConfigError(f"--tile/--overlap: {err}") from None
     return paths

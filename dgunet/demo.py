@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dgunet.atomic import atomic_open, write_bytes_atomic, write_text_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 NOISE_SIGMA = 25.0
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
@@ -171,10 +173,11 @@ def stage_strip(model, noisy_path: Path, out: Path) -> list[float]:
     fig.suptitle("DGUNet unfolded: each stage is one proximal gradient step "
                  "x <- prox(x - r * phi^T(phi(x) - y))", fontsize=10)
     fig.tight_layout()
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with atomic_open(out) as f:
+            fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return steps
 
 
@@ -194,9 +197,7 @@ def print_table(before, after) -> Scores:
 
 def copy_file(src: Path, dst: Path) -> None:
     if src.exists():
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.write_bytes(src.read_bytes())
-        os.replace(tmp, dst)
+        write_bytes_atomic(dst, src.read_bytes())
 
 
 def run(args) -> int:
@@ -222,9 +223,7 @@ def run(args) -> int:
     summary = {"psnr_in": round(scores.psnr_in, 4), "psnr_out": round(scores.psnr_out, 4),
                "ssim_in": round(scores.ssim_in, 4), "ssim_out": round(scores.ssim_out, 4),
                "seconds": round(seconds, 1)}
-    tmp = out / ".summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    os.replace(tmp, out / "summary.json")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     print(f"learned step sizes r_1..r_7: {', '.join(f'{r:.3f}' for r in steps)}")
     print(f"pictures: {out}/side_by_side_*.png, stages.png, curves.png; summary.json "
           f"({seconds:.0f} s)")

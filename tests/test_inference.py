@@ -44,14 +44,9 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1 / ((a.double() - b.double()) ** 2).mean()))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # These models are tiny: a second thread gains nothing, and on a busy 2-core machine every
-    # OpenMP barrier can wait a whole time slice for it (a forward goes from 0.05 s to seconds).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These models are tiny: a second thread gains nothing, and on a busy 2-core machine every
+# OpenMP barrier can wait a whole time slice for it (a forward goes from 0.05 s to seconds).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from dgunet.atomic import write_text_atomic
+from dgunet.atomic import atomic_open, write_text_atomic
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -113,14 +111,11 @@ class Records:
         ax_psnr.plot([e for e, _ in val], [p for _, p in val], "o-")
         ax_psnr.set(xlabel="epoch", ylabel="PSNR (dB)", title="validation PSNR")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(prefix=f".{CURVES}.", suffix=".png", dir=self.out_dir)
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=80)
-            os.replace(tmp, self.out_dir / CURVES)
+            with atomic_open(self.out_dir / CURVES) as f:
+                fig.savefig(f, format="png", dpi=80)
         finally:
             plt.close(fig)
-            Path(tmp).unlink(missing_ok=True)
 
     def close(self) -> None:
         if self.writer is not None:
