@@ -148,17 +148,32 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     raise fail()
 
 
-def _merge(cfg: CN, updates: Mapping[str, Any], source: str, prefix: str = "") -> None:
+def _leaf_keys(node: CN, prefix: str = "") -> list[str]:
+    """Every full key under `node`: ["MODEL.TASK", "MODEL.ARCH", ...]."""
+    keys = []
+    for name, value in node.items():
+        keys += _leaf_keys(value, f"{prefix}{name}.") if isinstance(value, CN) else [prefix + name]
+    return keys
+
+
+def _unknown_key_hint(root: CN, node: CN, name: str, prefix: str) -> str:
+    close = [prefix + c for c in difflib.get_close_matches(name, list(node.keys()), n=3)]
+    if not close:  # the right name in the wrong section, e.g. TRAIN.TRAIN_DIR for DATA.TRAIN_DIR
+        close = [k for k in _leaf_keys(root) if k.rsplit(".", 1)[-1] == name]
+    return f"; did you mean {', '.join(close)}?" if close else ""
+
+
+def _merge(cfg: CN, updates: Mapping[str, Any], source: str, prefix: str = "", root: CN | None = None) -> None:
+    root = cfg if root is None else root
     for name, value in updates.items():
         key = f"{prefix}{name}"
         if name not in cfg:
-            close = difflib.get_close_matches(name, list(cfg.keys()), n=3)
-            hint = f"; did you mean {', '.join(prefix + c for c in close)}?" if close else ""
+            hint = _unknown_key_hint(root, cfg, name, prefix)
             raise ConfigError(f"unknown config key {key} in {source}{hint}")
         if isinstance(cfg[name], CN):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{key} in {source} must be a section with keys, got {value!r}")
-            _merge(cfg[name], value, source, key + ".")
+            _merge(cfg[name], value, source, key + ".", root)
         else:
             cfg[name] = _coerce(value, cfg[name], key, source)
 

@@ -328,6 +328,8 @@ def test_config_errors_name_the_key(tmp_path):
     yml = REPO / "Deraining" / "training.yml"
     with pytest.raises(ConfigError, match="OPTIM.LR_INITAL.*did you mean OPTIM.LR_INITIAL"):
         load_config(yml, ["OPTIM.LR_INITAL", "1e-4"])
+    with pytest.raises(ConfigError, match="TRAIN.TRAIN_DIR.*did you mean DATA.TRAIN_DIR"):
+        load_config(yml, ["TRAIN.TRAIN_DIR", "Datasets/train"])
     with pytest.raises(ConfigError, match="TRAIN.PATCH_SIZE = 'big'"):
         load_config(yml, ["TRAIN.PATCH_SIZE", "big"])
     with pytest.raises(ConfigError, match="multiple of 8"):
