@@ -15,3 +15,7 @@ class DataError(DGUNetError):
 
 class ConfigError(DGUNetError):
     """A configuration value or command-line combination cannot work."""
+
+
+class PhysicsError(DGUNetError, ValueError):
+    """A degradation operator does not fit its input: wrong size, kernel, mask or missing operator."""
