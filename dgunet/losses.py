@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from dgunet.errors import ConfigError
 
-TASKS = ("deblurring", "deraining", "denoising", "cs")
+TASKS = ("deblurring", "deraining", "denoising", "cs", "sr")
 
 # 1-D binomial-like filter of the published edge loss; its outer product is the 5x5 kernel.
 _GAUSS_1D = (0.05, 0.25, 0.4, 0.25, 0.05)
@@ -106,13 +106,13 @@ def stage_loss(
 ) -> Tensor:
     """The published objective: a sum over the network's stage outputs (7 for DGUNet).
 
-    deblurring, deraining: sum Charbonnier + edge_weight * sum EdgeLoss;
+    deblurring, deraining (and sr, not in the paper): sum Charbonnier + edge_weight * sum EdgeLoss;
     denoising: sum Charbonnier on outputs clamped to [0, 1];
     cs: sum MSE on outputs clamped to [0, 1].
     """
     if not outputs:
         raise ValueError("stage_loss needs at least one output")
-    if task in ("deblurring", "deraining"):
+    if task in ("deblurring", "deraining", "sr"):
         char = sum(charbonnier(out, target, eps) for out in outputs)
         edge = sum(edge_loss(out, target, eps) for out in outputs)
         return char + edge_weight * edge

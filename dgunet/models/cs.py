@@ -1,5 +1,8 @@
 """DGUNet and DGUNet+ for block compressive sensing (known, learned sampling matrix Phi).
 
+`phi="fixed"` replaces the learned matrix by the seeded Gaussian one of
+`dgunet.physics.CompressedSensing` (the classic CS setting), frozen.
+
 The model takes the clean image, samples every 32x32 block with Phi (m x 1024) and
 reconstructs it. With the sampling known, the gradient step is exact:
   v = x - r * x Phi^T Phi + r * Phi^T b        (on rows of 1024 block pixels)
@@ -88,14 +91,18 @@ class _CSUnfolding(nn.Module):
 
     def __init__(self, in_c: int = 1, out_c: int = 1, cs_ratio: float = 25, n_feat: int = 32,
                  scale_unetfeats: int = 16, scale_orsnetfeats: int = 16, kernel_size: int = 3,
-                 reduction: int = 4, bias: bool = False):
+                 reduction: int = 4, bias: bool = False, phi: str = "learned", phi_seed: int = 0):
         super().__init__()
         if in_c != 1 or out_c != 1:
             raise ValueError("the CS model reconstructs one channel: in_c = out_c = 1")
+        if phi not in ("learned", "fixed"):
+            raise ValueError(f"phi={phi!r}; choose 'learned' (published) or 'fixed'")
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
-        self.in_c, self.out_c, self.cs_ratio = in_c, out_c, cs_ratio
+        self.in_c, self.out_c, self.cs_ratio, self.phi_mode = in_c, out_c, cs_ratio, phi
         self.n_feat, self.scale_unetfeats, self.scale_orsnetfeats = n, s, o
         self.Phi = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_measurements(cs_ratio), BLOCK**2)))
+        if phi == "fixed":
+            self._fix_sampling(phi_seed)
         self.r0 = step_size()
         self.r_final = step_size()
         act = nn.PReLU()
@@ -116,6 +123,21 @@ class _CSUnfolding(nn.Module):
         self.sam12 = GatedSAM(n, in_c, 1, bias)
         self.concat_final = conv(2 * n, n + o, kernel_size, bias)
         self.tail = conv(n + o, out_c, kernel_size, bias)
+
+    def _fix_sampling(self, seed: int) -> None:
+        """Phi := the seeded Gaussian matrix of physics.CompressedSensing, never trained.
+
+        It stays the parameter `Phi` (frozen) so that state-dict keys match the published ones.
+        """
+        from dgunet.physics import CompressedSensing  # the models do not need physics otherwise
+
+        matrix = CompressedSensing(self.cs_ratio / 100, block=BLOCK, seed=seed).matrix
+        if matrix.shape != self.Phi.shape:
+            raise ValueError(f"CompressedSensing({self.cs_ratio / 100:g}) has {matrix.shape[0]} rows; the "
+                             f"model samples {self.Phi.shape[0]} per block")
+        with torch.no_grad():
+            self.Phi.copy_(matrix)
+        self.Phi.requires_grad_(False)
 
     def _middle_stages(self) -> list[CSStage]:
         return [self.stage_model] * (NUM_STAGES - 2) if self.shared else list(self.body)

@@ -9,7 +9,9 @@ from torch import nn
 from dgunet.models.cs import CSDGUNet, CSDGUNetPlus
 from dgunet.models.image import DGUNet, DGUNetPlus
 
-TASKS = ("deblurring", "deraining", "denoising", "cs")
+TASKS = ("deblurring", "deraining", "denoising", "cs", "sr")
+# Other spellings accepted for a task name.
+TASK_ALIASES = {"compressive_sensing": "cs", "super_resolution": "sr", "super-resolution": "sr"}
 ARCHS = ("DGUNet", "DGUNet_plus")
 
 
@@ -35,7 +37,7 @@ class Variant:
     @property
     def label(self) -> str:
         arch = "DGUNet+" if self.arch == "DGUNet_plus" else "DGUNet"
-        task = "compressive sensing" if self.task == "cs" else self.task
+        task = {"cs": "compressive sensing", "sr": "super-resolution"}.get(self.task, self.task)
         return f"{arch} for {task} (n_feat={self.n_feat})"
 
 
@@ -51,6 +53,9 @@ VARIANTS: dict[tuple[str, str], Variant] = {
         Variant("deraining", "DGUNet_plus", 40, 20, 16),
         Variant("cs", "DGUNet", 32, 16, 16),
         Variant("cs", "DGUNet_plus", 32, 16, 16),
+        # Not in the paper: super-resolution with a known operator takes the deblurring widths.
+        Variant("sr", "DGUNet", 80, 48, 32),
+        Variant("sr", "DGUNet_plus", 96, 48, 32),
     ]
 }
 
@@ -65,7 +70,7 @@ def normalize_arch(arch: str) -> str:
 
 
 def get_variant(task: str, arch: str) -> Variant:
-    task = task.lower().replace("compressive_sensing", "cs")
+    task = TASK_ALIASES.get(task.lower(), task.lower())
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return VARIANTS[(task, normalize_arch(arch))]
@@ -76,6 +81,7 @@ def build_model(task: str, arch: str = "DGUNet", **overrides) -> nn.Module:
 
     >>> build_model("deraining", "DGUNet_plus")              # published widths
     >>> build_model("cs", "DGUNet", cs_ratio=10, n_feat=16)  # reduced width
+    >>> build_model("sr", "DGUNet", gradient="known")        # model(y, physics=Downsample(4))
     """
     variant = get_variant(task, arch)
     return variant.cls(**{**variant.widths, **overrides})
