@@ -1,0 +1,112 @@
+"""Blur kernels: normalised, non-negative, sized as asked, reproducible; user kernel files checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.io
+
+from dgunet.data.kernels import (
+    MAX_KERNEL_SIZE,
+    gaussian_kernel,
+    load_kernel,
+    load_kernel_folder,
+    motion_kernel,
+    pad_kernel,
+    random_kernel,
+)
+from dgunet.errors import DataError
+
+
+def centre_of_mass(kernel: np.ndarray) -> tuple[float, float]:
+    yy, xx = np.mgrid[0:kernel.shape[0], 0:kernel.shape[1]]
+    return float((kernel * yy).sum()), float((kernel * xx).sum())
+
+
+@pytest.mark.parametrize("size", [7, 15, 25])
+def test_motion_kernels_sum_to_one_are_non_negative_and_centred(size):
+    rng = np.random.default_rng(size)
+    for _ in range(20):
+        k = motion_kernel(rng, size)
+        assert k.shape == (size, size)
+        assert k.min() >= 0 and abs(k.sum() - 1) < 1e-12
+        cy, cx = centre_of_mass(k)
+        assert abs(cy - (size - 1) / 2) < 0.75 and abs(cx - (size - 1) / 2) < 0.75
+        assert (k > 0).sum() > 3  # a path, not a point
+
+
+def test_motion_kernels_are_a_function_of_the_seed_and_differ_between_seeds():
+    a = motion_kernel(np.random.default_rng([1, 2, 3]))
+    b = motion_kernel(np.random.default_rng([1, 2, 3]))
+    c = motion_kernel(np.random.default_rng([1, 2, 4]))
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_motion_kernel_rejects_even_or_too_large_sizes():
+    for size in (24, MAX_KERNEL_SIZE + 2):
+        with pytest.raises(DataError, match="odd and at most 25"):
+            motion_kernel(np.random.default_rng(0), size)
+
+
+def test_gaussian_kernel_matches_its_formula_and_anisotropy_rotates():
+    k = gaussian_kernel(9, 1.5)
+    t = np.arange(9) - 4
+    g = np.exp(-t**2 / (2 * 1.5**2))
+    assert np.allclose(k, np.outer(g, g) / np.outer(g, g).sum())
+    wide_x = gaussian_kernel(15, 3.0, 0.7, angle=0.0)
+    wide_y = gaussian_kernel(15, 3.0, 0.7, angle=np.pi / 2)
+    assert np.allclose(wide_x, wide_y.T)
+    assert wide_x[7].sum() > wide_x[:, 7].sum()  # spread along x (columns)
+
+
+def test_random_kernel_kinds_and_padding():
+    rng = np.random.default_rng(0)
+    for kind in ("motion", "gaussian_iso", "gaussian_aniso"):
+        k = random_kernel(rng, [kind], 13)
+        assert k.shape == (13, 13) and abs(k.sum() - 1) < 1e-12 and k.min() >= 0
+    iso = random_kernel(rng, ["gaussian_iso"], 13)
+    assert np.allclose(iso, iso.T)
+    padded = pad_kernel(iso, 25)
+    assert padded.shape == (25, 25) and np.array_equal(padded[6:19, 6:19], iso)
+
+
+def test_user_kernel_files_load_normalised(tmp_path):
+    raw = np.zeros((4, 6))
+    raw[1, 2:5] = [1, 2, 1]
+    np.save(tmp_path / "a.npy", raw)
+    scipy.io.savemat(tmp_path / "b.mat", {"kernel": raw * 3})
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "c.png"), (raw * 60).astype(np.uint8))
+    kernels = load_kernel_folder(tmp_path)
+    assert list(kernels) == ["a", "b", "c"]
+    for k in kernels.values():
+        assert k.shape == (7, 7)  # padded to the smallest odd square
+        assert abs(k.sum() - 1) < 1e-12
+        assert np.allclose(k[:4, :6], raw / raw.sum())
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.ones((3, 3, 3)), "3-D"),
+    (-np.ones((3, 3)), "negative"),
+    (np.zeros((3, 3)), "all-zero"),
+    (np.ones((27, 27)), "up to 25x25"),
+])
+def test_bad_kernel_files_name_the_file_and_the_fix(tmp_path, array, message):
+    path = tmp_path / "k.npy"
+    np.save(path, array)
+    with pytest.raises(DataError, match=message) as err:
+        load_kernel(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_kernel_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_kernel_folder(tmp_path / "missing")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="holds no kernel files"):
+        load_kernel_folder(tmp_path)
+    (tmp_path / "k.npy").write_bytes(b"not numpy")
+    with pytest.raises(DataError, match="k.npy is not a readable .npy"):
+        load_kernel_folder(tmp_path)
