@@ -21,10 +21,14 @@ _LAZY = {
     "save_png_atomic": "dgunet.data.io",
 }
 
-__all__ = ["CheckpointError", "ConfigError", "DataError", "DGUNetError", "__version__", *_LAZY]
+_SUBMODULES = ("physics",)  # `dgunet.physics` without importing it up front
+
+__all__ = ["CheckpointError", "ConfigError", "DataError", "DGUNetError", "__version__", *_LAZY, *_SUBMODULES]
 
 
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"dgunet.{name}")
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'dgunet' has no attribute {name!r}")

@@ -1,0 +1,353 @@
+"""dgunet.physics: exact adjoints, MATLAB bicubic, true convolution, CS layout, noise, clear errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dgunet import physics
+from dgunet.errors import DGUNetError, PhysicsError
+from dgunet.physics.bicubic import resize_matrix
+
+
+def rand(*shape, seed=0, dtype=torch.float64):
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+def randn(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+class PlainScale:
+    """A duck-typed operator that is not a dgunet operator (nor an nn.Module): y = 2 x."""
+
+    def A(self, x):
+        return 2 * x
+
+    def A_adjoint(self, y):
+        return 2 * y
+
+
+def operators(h: int, w: int) -> dict[str, object]:
+    """Every operator kind, with per-sample kernels and masks for a batch of 2, fitting (h, w)."""
+    k_odd, k_even = rand(2, 1, 5, 5, seed=1), rand(2, 3, 4, 4, seed=2)
+    return {
+        "identity": physics.Identity(),
+        "blur-circular": physics.Blur(k_odd),
+        "blur-circular-even": physics.Blur(k_even),
+        "blur-valid": physics.Blur(k_odd, padding="valid"),
+        "blur-valid-even": physics.Blur(k_even, padding="valid"),
+        "blur-reflect": physics.Blur(k_odd, padding="reflect"),
+        "blur-reflect-even": physics.Blur(k_even, padding="reflect"),
+        "bicubic": physics.Downsample(3),
+        "gaussian-circular": physics.Downsample(3, "gaussian"),
+        "kernel-reflect": physics.Downsample(3, k_even, padding="reflect"),
+        "inpainting": physics.Inpainting(rand(2, 1, h, w, seed=3) > 0.5),
+        "cs": physics.CompressedSensing(0.3, block=3),
+        "compose": physics.Compose(physics.Downsample(3), physics.Blur(k_odd)),
+        "compose-duck": physics.Compose(PlainScale(), physics.Inpainting(rand(h, w, seed=4))),
+    }
+
+
+OPERATOR_NAMES = list(operators(12, 12))
+
+
+@pytest.mark.parametrize("size", [(21, 27), (24, 30)], ids=["odd", "even"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", OPERATOR_NAMES)
+def test_adjoint_is_exact(name, size, dtype):
+    """<A x, y> = <x, A^T y> for random x and y, batch 2, per-sample kernels and masks."""
+    h, w = size
+    op = operators(h, w)[name]
+    if isinstance(op, torch.nn.Module):
+        op = op.to(dtype)
+    x = randn(2, 3, h, w, seed=5, dtype=dtype)
+    ax = op.A(x)
+    y = randn(*ax.shape, seed=6, dtype=dtype)
+    aty = op.A_adjoint(y)
+    assert aty.shape == x.shape and aty.dtype == dtype
+    lhs, rhs = (ax * y).sum().item(), (x * aty).sum().item()
+    scale = (ax.norm() * y.norm()).item()  # Cauchy-Schwarz bound of both sides
+    assert abs(lhs - rhs) <= (1e-5 if dtype == torch.float32 else 1e-12) * scale
+    assert abs(lhs) > 1e-3 * scale or name == "identity" or abs(rhs) > 0  # not a vacuous 0 = 0
+
+
+@pytest.mark.parametrize("name", OPERATOR_NAMES)
+def test_dagger_is_an_image_of_the_right_size(name):
+    op = operators(12, 18)[name]
+    x = rand(2, 3, 12, 18, seed=7)
+    est = physics.initial_estimate(op, op.A(x))
+    assert est.shape == x.shape and torch.isfinite(est).all()
+
+
+# ------------------------------------------------------------------ MATLAB bicubic
+
+# imresize(.., 1/2) in the interior: Keys' cubic (a = -0.5) stretched by 2, taps at distances
+# 0.5, 1.5, 2.5, 3.5, i.e. cubic(0.25)/2 = 0.43359375, cubic(0.75)/2 = 0.11328125,
+# cubic(1.25)/2 = -0.03515625, cubic(1.75)/2 = -0.01171875 (worked out by hand).
+HALF_TAPS = [-0.01171875, -0.03515625, 0.11328125, 0.43359375, 0.43359375, 0.11328125, -0.03515625, -0.01171875]
+
+
+def test_bicubic_half_interior_weights_by_hand():
+    m = resize_matrix(16, 8)
+    for i in (2, 3, 4):  # rows whose 8 taps lie inside: input pixels 2i-3 .. 2i+4 (0-based)
+        expected = torch.zeros(16, dtype=torch.float64)
+        expected[2 * i - 3:2 * i + 5] = torch.tensor(HALF_TAPS, dtype=torch.float64)
+        torch.testing.assert_close(m[i], expected, rtol=0, atol=1e-15)
+
+
+def test_bicubic_half_border_row_mirrors_symmetrically():
+    """Row 0: taps at input -3..4 (0-based); MATLAB mirrors -1 -> 0, -2 -> 1, -3 -> 2 (edge repeated)."""
+    t = HALF_TAPS
+    expected = [t[3] + t[2], t[4] + t[1], t[5] + t[0], t[6], t[7]]  # 0.546875, 0.3984375, 0.1015625, ...
+    row = resize_matrix(16, 8)[0]
+    torch.testing.assert_close(row[:5], torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-15)
+    assert row[5:].abs().max() == 0
+
+
+def test_bicubic_double_border_row_by_hand():
+    """imresize(.., 2), output 0 sits at input 0.75 (1-based): cubic at 1.75, 0.75, -0.25, -1.25;
+    taps 0 and -1 mirror onto pixels 1 and 2."""
+    row = resize_matrix(8, 16)[0]
+    assert row[0].item() == pytest.approx(0.8671875 + 0.2265625, abs=1e-15)
+    assert row[1].item() == pytest.approx(-0.0703125 - 0.0234375, abs=1e-15)
+    assert row[2:].abs().max() == 0
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_bicubic_linear_ramp_interior_is_block_mean(factor):
+    """Symmetric normalised taps reproduce a linear function: output i = ramp at the centre of
+    block i, i.e. a * (f*i + (f-1)/2) + b (0-based), wherever the taps stay inside the image."""
+    h, w = 2 * factor, 12 * factor
+    cols = torch.arange(w, dtype=torch.float64)
+    x = (0.3 * cols - 1.0).expand(1, 2, h, w)
+    y = physics.Downsample(factor).A(x)
+    centres = factor * torch.arange(w // factor, dtype=torch.float64) + (factor - 1) / 2
+    expected = 0.3 * centres - 1.0
+    torch.testing.assert_close(y[0, 0, 0, 3:-3], expected[3:-3], rtol=0, atol=1e-12)
+    assert (y[0, 0, 0, 0] - expected[0]).abs() > 1e-3  # the border mirrors, it does not extrapolate
+
+
+@pytest.mark.parametrize("factor", [2, 3, 4])
+def test_bicubic_interior_matches_pillow(factor):
+    """Pillow's bicubic (a = -0.5, antialiased) differs from MATLAB only at the borders."""
+    image_module = pytest.importorskip("PIL.Image")
+    import numpy as np
+
+    x = rand(24 * factor, 20 * factor, seed=8, dtype=torch.float32)
+    ref = image_module.fromarray(x.numpy(), mode="F").resize((20, 24), image_module.Resampling.BICUBIC)
+    ref = torch.from_numpy(np.array(ref, dtype=np.float32))
+    ours = physics.Downsample(factor).A(x[None, None].double())[0, 0].float()
+    torch.testing.assert_close(ours[3:-3, 3:-3], ref[3:-3, 3:-3], rtol=0, atol=2e-5)
+
+
+@pytest.mark.parametrize("op", [physics.Downsample(2), physics.Downsample(3), physics.Downsample(4),
+                                physics.Downsample(4, "gaussian"), physics.Downsample(2, "gaussian", sigma=1.5,
+                                                                                      padding="reflect")],
+                         ids=["bicubic2", "bicubic3", "bicubic4", "gaussian-circular", "gaussian-reflect"])
+def test_downsample_keeps_a_constant_image(op):
+    x = torch.full((2, 3, 24, 36), 0.37, dtype=torch.float64)
+    y = op.A(x)
+    tol = 1e-12 if op.kind == "bicubic" else 1e-7  # the Gaussian is a float32 kernel: sum 1 +- 1e-7
+    torch.testing.assert_close(y, torch.full_like(y, 0.37), rtol=0, atol=tol)
+    torch.testing.assert_close(op.A_dagger(y), torch.full_like(x, 0.37), rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("factor", [2, 4])
+def test_bicubic_upsampling_dagger_reproduces_a_ramp(factor):
+    """A_dagger = imresize(y, f): on the ramp at block centres it gives back the full ramp (interior)."""
+    w = 10 * factor
+    x = torch.arange(w, dtype=torch.float64).expand(1, 1, 4 * factor, w)
+    op = physics.Downsample(factor)
+    inner = (..., slice(5 * factor, -5 * factor))  # mirrored borders reach 2 taps in, then 2 more
+    torch.testing.assert_close(op.A_dagger(op.A(x))[inner], x[inner], rtol=0, atol=1e-12)
+
+
+def test_gaussian_downsample_samples_phase_zero():
+    """Output pixel i is the blurred input pixel f*i (a symmetric blur keeps a ramp's interior)."""
+    x = torch.arange(48, dtype=torch.float64).expand(1, 1, 16, 48)
+    op = physics.Downsample(4, "gaussian", padding="reflect")
+    y = op.A(x)
+    torch.testing.assert_close(y[0, 0, 0, 2:-2], 4.0 * torch.arange(2, 10, dtype=torch.float64))
+    inner = (..., slice(12, 36))  # y[2..10] only: y[1] and y[11] see the mirrored borders
+    torch.testing.assert_close(op.A_dagger(y)[inner], x[inner], rtol=1e-6, atol=0)  # float32 kernel
+
+
+def test_gaussian_kernel_is_normalised_and_sized():
+    k = physics.gaussian_kernel(1.5)
+    assert k.shape == (11, 11) and k.sum().item() == pytest.approx(1.0, abs=1e-6)
+    assert physics.gaussian_kernel(0.0).tolist() == [[1.0]]
+
+
+# ------------------------------------------------------------------ Blur
+
+
+@pytest.mark.parametrize("padding", ["circular", "reflect", "valid"])
+@pytest.mark.parametrize("k", [5, 4], ids=["odd", "even"])
+def test_blur_of_a_centred_delta_is_the_kernel(padding, k):
+    """True convolution: the delta becomes the kernel itself (not flipped), one kernel per sample."""
+    kernel = rand(2, 1, k, k, seed=9)
+    x = torch.zeros(2, 3, 17, 19, dtype=torch.float64)
+    p, q = 8, 9
+    x[..., p, q] = 1.0
+    y = physics.Blur(kernel, padding=padding).A(x)
+    # same-size paddings put kernel pixel (k//2, k//2) on the delta; "valid" starts k-1 earlier
+    top, left = (p - k + 1, q - k + 1) if padding == "valid" else (p - k // 2, q - k // 2)
+    window = y[..., top:top + k, left:left + k]
+    torch.testing.assert_close(window, kernel.expand(2, 3, k, k), rtol=0, atol=1e-12)
+    assert y.abs().sum().item() == pytest.approx(kernel.sum().item() * 3, rel=1e-12)  # nothing elsewhere
+
+
+@pytest.mark.parametrize("kh,kw", [(7, 7), (4, 6), (5, 2)])
+def test_blur_padding_modes_agree_in_the_interior(kh, kw):
+    kernel = rand(1, 1, kh, kw, seed=10)
+    x = rand(2, 3, 20, 22, seed=11)
+    circ, refl = physics.Blur(kernel).A(x), physics.Blur(kernel, padding="reflect").A(x)
+    valid = physics.Blur(kernel, padding="valid").A(x)
+    top, left = kh - 1 - kh // 2, kw - 1 - kw // 2  # where valid's pixel (0, 0) sits
+    inner = (..., slice(top, top + valid.shape[-2]), slice(left, left + valid.shape[-1]))
+    torch.testing.assert_close(circ[inner], valid)
+    torch.testing.assert_close(refl[inner], valid)
+
+
+def test_blur_reflect_mirrors_without_repeating_the_edge():
+    """A 3-tap box at column 0 averages x[1], x[0], x[1] (reflect), not x[0] twice."""
+    x = torch.tensor([[[[1.0, 4.0, 7.0, 10.0]]]], dtype=torch.float64)
+    y = physics.Blur(torch.ones(1, 3, dtype=torch.float64) / 3, padding="reflect").A(x)
+    assert y[0, 0, 0, 0].item() == pytest.approx((4 + 1 + 4) / 3)
+    assert y[0, 0, 0, 3].item() == pytest.approx((7 + 10 + 7) / 3)
+
+
+def test_blur_kernel_forms_broadcast():
+    k = rand(5, 5, seed=12)
+    x = rand(2, 3, 16, 16, seed=13)
+    ref = physics.Blur(k).A(x)
+    torch.testing.assert_close(physics.Blur(k[None, None]).A(x), ref)
+    torch.testing.assert_close(physics.Blur(k.expand(2, 3, 5, 5)).A(x), ref)
+    per_sample = physics.Blur(torch.stack([k, k.t()])[:, None]).A(x)
+    torch.testing.assert_close(per_sample[:1], ref[:1])
+    torch.testing.assert_close(per_sample[1:], physics.Blur(k.t()).A(x[1:]))
+
+
+def test_blur_valid_dagger_averages_the_covering_measurements():
+    op = physics.Blur(rand(1, 1, 3, 3, seed=14), padding="valid")
+    y = torch.full((1, 1, 6, 6), 2.5, dtype=torch.float64)
+    torch.testing.assert_close(op.A_dagger(y), torch.full((1, 1, 8, 8), 2.5, dtype=torch.float64))
+
+
+def test_low_precision_and_gradients():
+    x = rand(1, 3, 16, 16, seed=15)
+    op = physics.Blur(rand(1, 1, 5, 5, seed=16, dtype=torch.float32))
+    assert op.A(x.to(torch.bfloat16)).dtype == torch.bfloat16
+    assert op.to(torch.float64).kernel.dtype == torch.float64  # buffers follow .to()
+    for o in (op, physics.Blur(op.kernel, padding="reflect"), physics.Downsample(2),
+              physics.CompressedSensing(0.5, block=4)):
+        xs = rand(1, 1, 8, 8, seed=17).requires_grad_()
+        assert torch.autograd.gradcheck(o.A, (xs,))
+
+
+# ------------------------------------------------------------------ compressed sensing
+
+
+@pytest.mark.parametrize("ratio,m", [(0.01, 11), (0.04, 41), (0.1, 103), (0.25, 256), (0.3, 308), (0.4, 410),
+                                     (0.5, 512), (1.0, 1024)])
+def test_cs_rows_per_block(ratio, m):
+    assert physics.CompressedSensing(ratio).matrix.shape == (m, 1024)
+
+
+def test_cs_matrix_is_seeded_and_independent_of_the_global_rng():
+    torch.manual_seed(123)
+    a = physics.CompressedSensing(0.25).matrix
+    torch.manual_seed(456)
+    b = physics.CompressedSensing(0.25).matrix
+    assert torch.equal(a, b)
+    assert not torch.equal(a, physics.CompressedSensing(0.25, seed=1).matrix)
+    assert a.pow(2).mean().item() * 256 == pytest.approx(1.0, abs=0.02)  # N(0, 1/m): 262144 entries
+    assert a.mean().abs().item() < 3 / math.sqrt(a.numel() * 256)
+
+
+def test_cs_layout_is_the_published_strided_sampling():
+    """The published model samples with conv2d(x, Phi viewed as m filters of 32x32, stride 32)."""
+    op = physics.CompressedSensing(0.1)
+    x = rand(2, 1, 64, 96, seed=18, dtype=torch.float32)
+    ref = F.conv2d(x, op.matrix.reshape(op.m, 1, 32, 32), stride=32)
+    torch.testing.assert_close(op.A(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_cs_matches_the_models_block_rows():
+    from dgunet.models.cs import image_to_blocks
+
+    op = physics.CompressedSensing(0.25)
+    x = rand(2, 1, 64, 32, seed=19, dtype=torch.float32)
+    rows = image_to_blocks(x) @ op.matrix.t()  # (B*2*1, m), blocks row-major
+    torch.testing.assert_close(op.A(x).permute(0, 2, 3, 1).reshape(-1, op.m), rows, rtol=1e-5, atol=1e-5)
+
+
+def test_cs_channels_are_measured_separately():
+    op = physics.CompressedSensing(0.5, block=4)
+    x = rand(1, 3, 8, 8, seed=20)
+    y = op.double().A(x)
+    assert y.shape == (1, 3 * op.m, 2, 2)
+    torch.testing.assert_close(y[:, op.m:2 * op.m], op.A(x[:, 1:2]))
+
+
+# ------------------------------------------------------------------ noise
+
+
+def test_gaussian_noise_per_sample_sigma():
+    noise = physics.GaussianNoise(torch.tensor([0.0, 0.1, 0.5]), generator=torch.Generator().manual_seed(0))
+    op = physics.Identity(noise_model=noise)
+    x = torch.zeros(3, 1, 64, 64)
+    y = op(x)
+    stds = y.flatten(1).std(dim=1)
+    assert stds[0].item() == 0.0
+    assert stds[1].item() == pytest.approx(0.1, rel=0.05) and stds[2].item() == pytest.approx(0.5, rel=0.05)
+    with pytest.raises(PhysicsError, match="one sigma per sample"):
+        op(torch.zeros(2, 1, 4, 4))
+
+
+def test_noise_free_forward_is_A_and_seeded_noise_repeats():
+    op = physics.Blur(rand(3, 3, seed=21))
+    x = rand(1, 1, 8, 8, seed=22)
+    assert torch.equal(op(x), op.A(x))
+    a = physics.GaussianNoise(0.1, generator=torch.Generator().manual_seed(3))(x)
+    b = physics.GaussianNoise(0.1, generator=torch.Generator().manual_seed(3))(x)
+    assert torch.equal(a, b) and not torch.equal(a, x)
+
+
+# ------------------------------------------------------------------ errors
+
+
+@pytest.mark.parametrize("make,x,fix", [
+    (lambda: physics.Downsample(4), torch.zeros(1, 3, 30, 32), "multiples of 4"),
+    (lambda: physics.Downsample(2, "gaussian"), torch.zeros(1, 3, 31, 32), "multiples of 2"),
+    (lambda: physics.CompressedSensing(0.25), torch.zeros(1, 1, 48, 64), "multiples of 32"),
+    (lambda: physics.Blur(torch.ones(9, 9)), torch.zeros(1, 3, 8, 16), "smaller kernel"),
+    (lambda: physics.Blur(torch.ones(3, 1, 3, 3)), torch.zeros(2, 3, 8, 8), "one per sample"),
+    (lambda: physics.Inpainting(torch.ones(1, 1, 8, 9)), torch.zeros(2, 3, 8, 8), "mask of the image's"),
+    (lambda: physics.Inpainting(torch.ones(2, 1, 8, 8)), torch.zeros(3, 3, 8, 8), "mask of the image's"),
+    (lambda: physics.Identity(), torch.zeros(3, 8, 8), "(B,C,H,W)"),
+])
+def test_incompatible_inputs_give_one_line_errors(make, x, fix):
+    with pytest.raises(PhysicsError) as err:
+        make().A(x)
+    assert fix in str(err.value) and "\n" not in str(err.value)
+    assert isinstance(err.value, DGUNetError) and isinstance(err.value, ValueError)
+
+
+@pytest.mark.parametrize("make,fix", [
+    (lambda: physics.Blur(torch.ones(3, 3), padding="same"), "choose one of"),
+    (lambda: physics.Blur(torch.ones(3)), "give (k,k)"),
+    (lambda: physics.Downsample(2.5), "integer"),
+    (lambda: physics.Downsample(2, "lanczos"), "'bicubic', 'gaussian'"),
+    (lambda: physics.CompressedSensing(25), "fraction in (0, 1]"),
+    (lambda: physics.GaussianNoise(-0.1), "sigma"),
+    (lambda: physics.Compose(physics.Identity(), object()), "A/A_adjoint"),
+])
+def test_bad_construction_gives_one_line_errors(make, fix):
+    with pytest.raises(PhysicsError, match=None) as err:
+        make()
+    assert fix in str(err.value) and "\n" not in str(err.value)
