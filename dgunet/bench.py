@@ -380,6 +380,8 @@ def train_table(args: argparse.Namespace) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", default="deblurring", help="deblurring, deraining, denoising or cs")
     parser.add_argument("--arch", default="DGUNet", help="DGUNet or DGUNet_plus")
+    parser.add_argument("--physics", action="store_true",
+                        help="time the known operators (dgunet.physics) against a deblurring DGUNet forward")
     parser.add_argument("--cs-ratio", type=float, default=25, help="CS sampling ratio in %% (task cs)")
     parser.add_argument("--size", type=parse_size, default=(256, 256), help="N or WxH (default 256)")
     parser.add_argument("--large-size", type=parse_size, default=(720, 1280),
@@ -426,6 +428,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.child:
         return run_child(args)
+    if args.physics:
+        from dgunet.physics.timing import run_physics_bench
+
+        return run_physics_bench(args.device, args.size[0], args.batch, args.warmup, args.runs)
     paths = check_args(args)
     print(f"machine: {machine()}")
     print(f"model: {get_variant(args.task, args.arch).label}, weights: {args.weights or 'key-named'}")

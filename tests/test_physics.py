@@ -351,3 +351,17 @@ def test_bad_construction_gives_one_line_errors(make, fix):
     with pytest.raises(PhysicsError, match=None) as err:
         make()
     assert fix in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ bench --physics
+
+
+@pytest.mark.slow
+def test_physics_bench_reports_each_operator_share(one_thread):
+    from dgunet.physics.timing import operator_share, report
+
+    timings = operator_share(size=32, warmup=0, repeats=1)
+    assert [t.name for t in timings][0] == "DGUNet forward" and len(timings) == 5
+    assert all(t.seconds > 0 for t in timings)
+    text = report(timings, 32, 1)
+    assert "Blur 25x25 circular (FFT)" in text and "Downsample x4 bicubic" in text and "flags:" in text

@@ -1,0 +1,129 @@
+"""`python -m dgunet bench --physics`: what the known operators cost inside a DGUNet forward.
+
+With a known degradation every stage's gradient step computes A^T(A x - y): one A and one A^T per
+stage, 7 stages per forward. This times those 7 pairs against the forward of the published
+deblurring DGUNet (n_feat 80) at the same size, in one process, taking turns run after run (so
+load from other processes spreads over all of them), and reports medians and the share.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dgunet.physics.blur import Blur
+from dgunet.physics.downsample import Downsample
+
+STAGES = 7  # gradient steps per DGUNet forward
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: float  # median
+
+
+def machine() -> str:
+    """CPU model, the vector/matrix flags that matter to torch, threads; the GPU if one is used."""
+    cpu, flags = platform.processor() or "unknown CPU", []
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
+        have = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+        flags = [f for f in CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    text = (f"{cpu} (flags: {' '.join(flags) or 'unknown'}), {os.cpu_count()} logical cores, "
+            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
+    if torch.cuda.is_available():
+        text += f"; GPU: {torch.cuda.get_device_name()}"
+    return text
+
+
+def test_kernel(size: int, seed: int = 0) -> Tensor:
+    """(size, size) positive kernel summing to 1 (random: the FFT's cost does not depend on values)."""
+    k = torch.rand(size, size, generator=torch.Generator().manual_seed(seed))
+    return k / k.sum()
+
+
+def gradient_steps(op, x: Tensor) -> Callable[[], Tensor]:
+    """The operator work of one forward: STAGES times A^T(A x - y)."""
+    y = op.A(x)
+
+    def run() -> Tensor:
+        for _ in range(STAGES):
+            g = op.A_adjoint(op.A(x) - y)
+        return g
+
+    return run
+
+
+def timed_in_turns(runs: dict[str, Callable[[], Tensor]], warmup: int, repeats: int, sync: Callable[[], None]
+                   ) -> list[Timing]:
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            sync()
+            start = time.perf_counter()
+            run()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return [Timing(name, statistics.median(t)) for name, t in times.items()]
+
+
+def operator_share(device: str = "cpu", size: int = 256, batch: int = 1, warmup: int = 1, repeats: int = 3
+                   ) -> list[Timing]:
+    """Median seconds of the DGUNet deblurring forward (first) and of each operator's 7 gradient steps."""
+    from dgunet.models.registry import build_model
+
+    model = build_model("deblurring", "DGUNet").eval().to(device)
+    x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    ops = {
+        "Blur 25x25 circular (FFT)": Blur(test_kernel(25)),
+        "Blur 25x25 reflect (conv)": Blur(test_kernel(25), padding="reflect"),
+        "Downsample x4 bicubic": Downsample(4),
+        "Downsample x4 gaussian (FFT)": Downsample(4, "gaussian"),
+    }
+
+    def forward() -> Tensor:
+        return model(x)[0]
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    runs = {"DGUNet forward": forward}
+    runs.update({name: gradient_steps(op.to(device), x) for name, op in ops.items()})
+    with torch.no_grad():
+        return timed_in_turns(runs, warmup, repeats, sync)
+
+
+def report(timings: list[Timing], size: int, batch: int) -> str:
+    model, *ops = timings
+    lines = [f"machine: {machine()}",
+             f"published deblurring DGUNet (n_feat 80), {batch}x3x{size}x{size}: forward "
+             f"{model.seconds * 1e3:.0f} ms (median)",
+             "",
+             f"| operator | {STAGES} x A^T(A x - y) (ms) | share of the forward |",
+             "|---|---|---|"]
+    for t in ops:
+        lines.append(f"| {t.name} | {t.seconds * 1e3:.2f} | {100 * t.seconds / model.seconds:.2f}% |")
+    return "\n".join(lines)
+
+
+def run_physics_bench(device: str = "cpu", size: int = 256, batch: int = 1, warmup: int = 1,
+                      repeats: int = 3) -> int:
+    print(report(operator_share(device, size, batch, warmup, repeats), size, batch))
+    return 0
