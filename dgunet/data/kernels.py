@@ -8,8 +8,9 @@ Motion kernels (`motion_kernel`) follow the random camera-trajectory model of Bo
 (2012) in spirit, written here from its description: a point moves in the plane for `steps`
 time steps; its velocity changes each step by a small Gaussian perturbation, a pull back toward
 the start (the hand steadies itself) and, with a small probability, an impulsive jerk. The path
-is scaled to fit the kernel, splatted onto the grid with bilinear weights (time spent at a
-position = light collected there), centred on its centre of mass and normalised.
+is centred on its mean position, scaled to fit the kernel, splatted onto the grid with bilinear
+weights (time spent at a position = light collected there) and normalised. Only NumPy arithmetic:
+the same seed gives the same bytes on every platform (dgunet/benchmarks relies on it).
 """
 
 from __future__ import annotations
@@ -82,31 +83,22 @@ def splat(path: np.ndarray, size: int) -> np.ndarray:
     return grid
 
 
-def centre_of_mass_shift(kernel: np.ndarray) -> np.ndarray:
-    """Shift `kernel` (subpixel, bilinear) so that its centre of mass is the central pixel."""
-    size = kernel.shape[0]
-    yy, xx = np.mgrid[0:size, 0:size]
-    total = kernel.sum()
-    cy, cx = (kernel * yy).sum() / total, (kernel * xx).sum() / total
-    shift = np.float64([[1, 0, (size - 1) / 2 - cx], [0, 1, (size - 1) / 2 - cy]])
-    return cv2.warpAffine(kernel, shift, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-
-
 def motion_kernel(rng: np.random.Generator, size: int = MAX_KERNEL_SIZE,
-                  length_range: tuple[float, float] = (0.3, 1.0)) -> np.ndarray:
+                  length_range: tuple[float, float] = (0.4, 1.0)) -> np.ndarray:
     """A (size, size) motion-blur kernel from a random camera trajectory (module docstring).
 
-    The trajectory's larger extent is scaled to `length * (size - 2)` pixels, `length` uniform in
-    `length_range`, so the kernel never touches the border before centring.
+    The path is centred on its mean position and scaled so that its farthest point lies
+    `length * ((size - 1) / 2 - 1)` pixels from the centre, `length` uniform in `length_range`:
+    nothing is clipped, and since bilinear splatting keeps the mean, the kernel's centre of mass
+    is exactly the central pixel (no shift of the image by the blur).
     """
     check_size(size)
     path = camera_trajectory(rng)
     path = path - path.mean(axis=0)
-    extent = max(np.ptp(path[:, 0]), np.ptp(path[:, 1]), 1e-6)
+    reach = max(float(np.abs(path).max()), 1e-9)
     length = float(rng.uniform(*length_range))
-    path = path * (length * (size - 2) / extent) + (size - 1) / 2
-    kernel = centre_of_mass_shift(splat(path, size))
-    return normalise(np.clip(kernel, 0, None))
+    path = path * (length * max((size - 1) / 2 - 1, 0) / reach) + (size - 1) / 2
+    return normalise(splat(path, size))
 
 
 def check_size(size: int) -> None:
