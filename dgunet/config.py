@@ -73,6 +73,9 @@ def defaults() -> CN:
     c.TRAIN.KEEP_LAST_K = 10  # keep this many model_epoch_*.pth (0: all, as published)
     c.TRAIN.STOP_AT_EPOCH = 0  # stop after this epoch (chunked jobs; --resume goes on); 0: off
     c.TRAIN.PRINT_EVERY = 0  # also print a line every N steps (0: tqdm bar only)
+    c.TRAIN.SNAPSHOT_MINUTES = 15.0  # resumable mid-epoch snapshot.pth this often (0: off)
+    c.TRAIN.SNAPSHOT_EVERY_STEPS = 0  # ... and every N optimizer steps of an epoch (0: off; tests)
+    c.TRAIN.STOP_GRACE_SECONDS = 60.0  # SIGTERM/SIGINT: finish the step, snapshot, exit within this
 
     c.DATA = CN()
     c.DATA.TRAIN_DIR = "Datasets/train"  # relative to TASK_DIR
@@ -289,6 +292,11 @@ def validate(cfg: CN) -> None:
     _check(t.SAVE_EVERY >= 0 and t.KEEP_LAST_K >= 0, "TRAIN.SAVE_EVERY and TRAIN.KEEP_LAST_K must be >= 0")
     _check(t.STOP_AT_EPOCH >= 0, f"TRAIN.STOP_AT_EPOCH = {t.STOP_AT_EPOCH} must be >= 0")
     _check(t.PRINT_EVERY >= 0, f"TRAIN.PRINT_EVERY = {t.PRINT_EVERY} must be >= 0")
+    _check(t.SNAPSHOT_MINUTES >= 0 and t.SNAPSHOT_EVERY_STEPS >= 0,
+           f"TRAIN.SNAPSHOT_MINUTES = {t.SNAPSHOT_MINUTES} and TRAIN.SNAPSHOT_EVERY_STEPS = "
+           f"{t.SNAPSHOT_EVERY_STEPS} must be >= 0 (0 turns that trigger off)")
+    _check(t.STOP_GRACE_SECONDS > 0, f"TRAIN.STOP_GRACE_SECONDS = {t.STOP_GRACE_SECONDS} must be > 0; "
+           f"set it below the scheduler's grace period (SLURM --signal=TERM@120: e.g. 100)")
 
     _check(d.LENGTH_MULTIPLIER >= 1, f"DATA.LENGTH_MULTIPLIER = {d.LENGTH_MULTIPLIER} must be >= 1")
     _check(d.MIXUP_FROM_EPOCH >= 0 and d.MIXUP_ALPHA > 0, "DATA.MIXUP_FROM_EPOCH must be >= 0 and "

@@ -78,6 +78,15 @@ def sum_over_ranks(values: list[float], env: DistEnv, device: torch.device) -> l
     return tensor.tolist()
 
 
+def gather_to_all(tensor: torch.Tensor, env: DistEnv) -> list[torch.Tensor]:
+    """Every rank's `tensor` (same shape and dtype on all ranks), in rank order, on every rank."""
+    if not env.enabled:
+        return [tensor]
+    parts = [torch.empty_like(tensor) for _ in range(env.world_size)]
+    dist.all_gather(parts, tensor)
+    return parts
+
+
 def barrier(env: DistEnv) -> None:
     if env.enabled:
         dist.barrier()
@@ -124,17 +133,22 @@ class GlobalBatchSampler(Sampler[list[int]]):
     Each epoch draws one permutation from (seed, epoch) and cuts it into global batches; rank r
     takes the r-th contiguous share of every global batch and splits it into micro-batches. So
     the samples of optimizer step s are the same for any world size and accumulation, and
-    a run is a function of (seed, epoch) only: an interrupted epoch re-runs identically.
-    The incomplete last global batch is dropped (the published loader kept it, at a smaller
+    a run is a function of (seed, epoch) only: an interrupted epoch re-runs identically, and a
+    resume from a mid-epoch snapshot skips the steps already taken (`set_epoch(e, start_step)`:
+    their indices are never handed to the loader, so no image of theirs is read). The incomplete
+    last global batch is dropped (the published loader kept it, at a smaller
     effective batch; dropping keeps every step at BATCH_SIZE samples).
     """
 
     def __init__(self, num_samples: int, plan: BatchPlan, rank: int, seed: int) -> None:
         self.num_samples, self.plan, self.rank, self.seed = num_samples, plan, rank, seed
-        self.epoch = 1
+        self.epoch, self.start_step = 1, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Iterate epoch `epoch` from optimizer step `start_step` (0-based) on."""
+        if not 0 <= start_step <= self.steps:
+            raise ValueError(f"start step {start_step} outside 0..{self.steps}")
+        self.epoch, self.start_step = int(epoch), int(start_step)
 
     @property
     def steps(self) -> int:
@@ -142,12 +156,12 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return self.num_samples // self.plan.batch
 
     def __len__(self) -> int:
-        return self.steps * self.plan.accum_steps
+        return (self.steps - self.start_step) * self.plan.accum_steps
 
     def __iter__(self) -> Iterator[list[int]]:
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.num_samples)
         batch, share, micro = self.plan.batch, self.plan.per_rank, self.plan.micro
-        for step in range(self.steps):
+        for step in range(self.start_step, self.steps):
             mine = order[step * batch + self.rank * share:step * batch + (self.rank + 1) * share]
             for a in range(self.plan.accum_steps):
                 yield mine[a * micro:(a + 1) * micro].tolist()

@@ -64,8 +64,9 @@ class Records:
         if self.enabled:
             write_text_atomic(self.out_dir / CONFIG, config_yaml)
 
-    def progress(self, epoch: int, last_epoch: int, steps: int) -> tqdm:
-        return tqdm(total=steps, desc=f"epoch {epoch}/{last_epoch}", unit="step", leave=False,
+    def progress(self, epoch: int, last_epoch: int, steps: int, done: int = 0) -> tqdm:
+        """The epoch's bar; `done` steps already taken (a run resumed from a mid-epoch snapshot)."""
+        return tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{last_epoch}", unit="step", leave=False,
                     disable=not self.enabled, dynamic_ncols=True)
 
     def keep_epochs_up_to(self, epoch: int) -> None:

@@ -2,19 +2,24 @@
 
 Per epoch e (1-based): the lr the scheduler set is used for the whole epoch; the sampler and
 the datasets draw their randomness from (seed, e), so an epoch is a pure function of the
-state at its start. After the epoch: scheduler.step(), then model_latest.pth. A signal or a
-non-finite loss never writes a partial epoch: model_latest.pth always describes an epoch
-boundary (a fresh run writes epoch 0 before training), and --resume re-runs from there.
+state at its start. After the epoch: scheduler.step(), then model_latest.pth, which always
+describes an epoch boundary (a fresh run writes epoch 0 before training). Inside an epoch,
+snapshot.pth freezes the exact step (dgunet/engine/snapshots.py): every TRAIN.SNAPSHOT_MINUTES,
+and when SIGTERM/SIGINT stops the run after finishing its current step. --resume continues
+from the snapshot when it is ahead of model_latest.pth. A non-finite loss saves nothing.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +33,14 @@ from dgunet.checkpoint import load_weights, save_atomic
 from dgunet.config import canonical_arch, config_from_yaml_string, cosine_t_max, output_dir, resolve_path
 from dgunet.data.seeding import seed_everything
 from dgunet.engine import checkpointing as ckpts
+from dgunet.engine import snapshots
 from dgunet.engine.data import default_phase1_weights, split_batch, train_loader, train_set, val_set, validate
 from dgunet.engine.distributed import (
     DistEnv,
     any_rank,
+    barrier,
     batch_plan,
+    gather_to_all,
     pick_device,
     setup,
     sum_over_ranks,
@@ -155,18 +163,23 @@ def build_engine(cfg, env: DistEnv, device: torch.device) -> Engine:
 
 @dataclass
 class StepResult:
-    status: str  # "ok", "stop" (a signal; nothing stepped), "nonfinite" (nothing stepped)
+    status: str  # "ok" or "nonfinite" (nothing stepped)
     loss: float  # mean over ranks of the step's loss
+    stop: bool = False  # some rank was signalled: the step is taken, then the loop snapshots and exits
+    snapshot: bool = False  # some rank asked for a snapshot after this step
 
 
 def accumulate_gradients(eng: Engine, pairs: list[tuple[Tensor, Tensor]],
-                         stop_requested: bool = False) -> StepResult:
+                         stop_requested: bool | Callable[[], bool] = False,
+                         snapshot_due: bool = False) -> StepResult:
     """Forward and backward of this rank's micro-batches `pairs` [(input, target), ...].
 
     Each micro-batch loss is a mean over its samples, divided by the number of micro-batches,
     so the summed gradient is that of the mean over this rank's share of the batch; DDP then
     averages over ranks: the gradient of the mean over the global batch, as with one big batch.
     DDP synchronises only on the last micro-batch (`no_sync` on the others).
+    `stop_requested` may be a callable, read just before the collective: a signal that arrives
+    during this step's forward and backward then stops the run right after this step.
     """
     accum = len(pairs)
     step_loss = torch.zeros((), device=eng.device)
@@ -178,14 +191,18 @@ def accumulate_gradients(eng: Engine, pairs: list[tuple[Tensor, Tensor]],
             loss = compute_loss(outputs, target, eng.cfg) / accum
             eng.scaler.scale(loss).backward()
         step_loss += loss.detach()
-    # One collective per step tells every rank whether any rank was signalled or saw a bad loss.
+    # One collective per step tells every rank whether any rank was signalled, wants a snapshot
+    # (a time trigger reads each rank's own clock) or saw a bad loss: all take the same branch.
     finite = bool(torch.isfinite(step_loss))
-    stop, bad, total = sum_over_ranks([float(stop_requested), float(not finite),
-                                       float(step_loss) if finite else 0.0], eng.env, eng.device)
-    if bad or stop:
+    if callable(stop_requested):
+        stop_requested = stop_requested()
+    stop, bad, total, snap = sum_over_ranks([float(stop_requested), float(not finite),
+                                             float(step_loss) if finite else 0.0, float(snapshot_due)],
+                                            eng.env, eng.device)
+    if bad:
         eng.optimizer.zero_grad(set_to_none=True)
-        return StepResult("nonfinite" if bad else "stop", float(step_loss) if bad else math.nan)
-    return StepResult("ok", total / eng.env.world_size)
+        return StepResult("nonfinite", float(step_loss))
+    return StepResult("ok", total / eng.env.world_size, stop=bool(stop), snapshot=bool(snap))
 
 
 def apply_gradients(eng: Engine) -> None:
@@ -194,9 +211,10 @@ def apply_gradients(eng: Engine) -> None:
     eng.optimizer.zero_grad(set_to_none=True)
 
 
-def train_step(eng: Engine, pairs: list[tuple[Tensor, Tensor]], stop_requested: bool = False) -> StepResult:
-    """One optimizer step; nothing is stepped when a rank was signalled or saw a bad loss."""
-    result = accumulate_gradients(eng, pairs, stop_requested)
+def train_step(eng: Engine, pairs: list[tuple[Tensor, Tensor]],
+               stop_requested: bool | Callable[[], bool] = False, snapshot_due: bool = False) -> StepResult:
+    """One optimizer step; nothing is stepped when a rank saw a bad loss."""
+    result = accumulate_gradients(eng, pairs, stop_requested, snapshot_due)
     if result.status == "ok":
         apply_gradients(eng)
     return result
@@ -218,14 +236,22 @@ def stream_seed(*parts: int) -> int:
 
 
 class StopSignal:
-    """SIGINT/SIGTERM set a flag instead of killing; the loop stops at the next step boundary.
+    """SIGINT/SIGTERM set a flag instead of killing: the loop finishes its optimizer step, writes a
+    snapshot and exits (130 / 143).
 
-    A second signal gets the previous handler (Ctrl-C twice kills at once).
+    The first signal restores the previous handlers, so a second signal kills at once (Ctrl-C
+    twice). It also starts a `grace_seconds` timer: when the step and the snapshot have not
+    finished by then, the process logs what is kept on disk (`kept`, kept current by the loop)
+    and exits with 128 + signal, before a scheduler's SIGKILL would.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, grace_seconds: float = 0.0, log=None) -> None:
         self.signum: int | None = None
+        self.grace_seconds = grace_seconds
+        self.kept = "nothing yet"
+        self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._old: dict[int, object] = {}
+        self._timer: threading.Timer | None = None
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is threading.main_thread():
@@ -235,9 +261,22 @@ class StopSignal:
 
     def _handle(self, signum: int, _frame) -> None:
         self.signum = signum
-        signal.signal(signum, self._old.get(signum, signal.SIG_DFL))
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        if self.grace_seconds > 0:
+            self._timer = threading.Timer(self.grace_seconds, self._expire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        self._log(f"signal {self.signum}: the current step and its snapshot did not finish within the grace "
+                  f"period of {self.grace_seconds:g} s (TRAIN.STOP_GRACE_SECONDS); exiting now. Kept on "
+                  f"disk: {self.kept}. Continue with --resume.")
+        os._exit(128 + (self.signum or signal.SIGTERM))  # a thread cannot raise into the main one
 
     def __exit__(self, *_exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
 
@@ -298,6 +337,28 @@ def _recipe_changes(saved_yaml: str, cfg) -> list[str]:
             for node in ("MODEL", "OPTIM") for key in cfg[node] if saved[node][key] != cfg[node][key]]
 
 
+def _snapshot_due(cfg, step: int, seconds_since_last: float) -> bool:
+    """Whether this rank asks for a snapshot after optimizer step `step` (1-based) of the epoch."""
+    t = cfg.TRAIN
+    by_steps = t.SNAPSHOT_EVERY_STEPS and step % t.SNAPSHOT_EVERY_STEPS == 0
+    by_time = t.SNAPSHOT_MINUTES and seconds_since_last >= 60 * t.SNAPSHOT_MINUTES
+    return bool(by_steps or by_time)
+
+
+def _restore_mix_rng(mix_rng: torch.Generator, snap: dict, env: DistEnv, plan, records: Records) -> None:
+    """This rank's MixUp generator as the snapshot saved it. Another world size or accumulation
+    cuts the rest of the epoch into other micro-batches, so no saved stream fits: a fresh one."""
+    if snap["world_size"] == env.world_size and snap["accum_steps"] == plan.accum_steps:
+        mix_rng.set_state(snap["mix_rng"][env.rank])
+        return
+    p = snap["progress"]
+    mix_rng.manual_seed(stream_seed(snap["fingerprint"]["TRAIN.SEED"], p["epoch"], env.rank, 1, p["step"]))
+    records.print(f"warning: the snapshot was taken with world size {snap['world_size']} x accumulation "
+                  f"{snap['accum_steps']}, now {env.world_size} x {plan.accum_steps}: the samples of each "
+                  f"step are the same, but the MixUp pairs of the rest of this epoch differ from an "
+                  f"uninterrupted run")
+
+
 def _train(cfg, env: DistEnv) -> TrainResult:
     plan = batch_plan(cfg.OPTIM.BATCH_SIZE, cfg.TRAIN.ACCUM_STEPS, env.world_size)
     device = pick_device(env)
@@ -315,8 +376,16 @@ def _train(cfg, env: DistEnv) -> TrainResult:
     eng = build_engine(cfg, env, device)
 
     best_psnr, best_epoch, start = None, 0, 1
+    snap = None  # a mid-epoch snapshot ahead of model_latest.pth
     if cfg.TRAIN.RESUME:
         ckpt = ckpts.load_resume_state(out)
+        if env.is_main:
+            snapshots.remove_stale_temporaries(out)  # left by a SIGKILL during a write
+        snap = snapshots.load_snapshot(out, ckpt["epoch"])
+        if snap is not None:
+            now = snapshots.fingerprint(cfg, len(train_data))
+            snapshots.check_fingerprint(snap, now, out / snapshots.SNAPSHOT)
+            ckpt = snap
         load_weights(eng.raw, ckpt["state_dict"])
         eng.optimizer.load_state_dict(ckpt["optimizer"])
         eng.scheduler.load_state_dict(ckpt["scheduler"])
@@ -330,9 +399,13 @@ def _train(cfg, env: DistEnv) -> TrainResult:
         for change in _recipe_changes(ckpt.get("config", ""), cfg):
             records.print(f"warning: resuming with a changed recipe: {change}")
         records.keep_epochs_up_to(ckpt["epoch"])
-        records.print(f"resumed from {out / ckpts.LATEST}: epoch {ckpt['epoch']} done, best PSNR {best_psnr}")
+        where = (f"{out / snapshots.SNAPSHOT}: epoch {start} at step {snap['progress']['step']}" if snap
+                 else f"{out / ckpts.LATEST}: epoch {ckpt['epoch']} done")
+        records.print(f"resumed from {where}, best PSNR {best_psnr}")
     else:
         records.keep_epochs_up_to(0)
+        if env.is_main:  # a snapshot of an earlier run here must never be taken for this run's
+            (out / snapshots.SNAPSHOT).unlink(missing_ok=True)
         init = cfg.TRAIN.INIT_FROM
         if not init and cfg.MODEL.TASK == "cs" and cfg.TRAIN.PHASE == 2:
             init = str(default_phase1_weights(cfg))
@@ -357,18 +430,29 @@ def _train(cfg, env: DistEnv) -> TrainResult:
         save_atomic(checkpoint(0), out / ckpts.LATEST)  # the resume point of an interrupted epoch 1
 
     result = TrainResult(out, start - 1, best_psnr, best_epoch, model=eng.raw)
-    with StopSignal() as stop:
+    setup_fingerprint = snapshots.fingerprint(cfg, len(train_data))
+    resumed = snapshots.progress_of(snap) if snap is not None else None
+    last_snapshot = time.monotonic()
+    with StopSignal(cfg.TRAIN.STOP_GRACE_SECONDS, records.print) as stop:
+        stop.kept = (f"{out / snapshots.SNAPSHOT} (epoch {resumed.epoch}, step {resumed.step})" if resumed
+                     else f"{out / ckpts.LATEST} (epoch {start - 1})")
         for epoch in range(start, last + 1):
             t_epoch = time.perf_counter()
-            sampler.set_epoch(epoch)
+            # A resumed epoch continues where its snapshot stopped; the others start empty.
+            progress = snapshots.EpochProgress(epoch)
+            if resumed is not None and resumed.epoch == epoch:
+                progress = resumed
+            sampler.set_epoch(epoch, progress.step)  # skips the steps taken: their images are not read
             train_data.set_epoch(epoch)
             loader.generator.manual_seed(stream_seed(cfg.TRAIN.SEED, epoch, env.rank, 0))
             mixing = cfg.MODEL.TASK != "cs" and 0 < cfg.DATA.MIXUP_FROM_EPOCH <= epoch
             mix_rng = torch.Generator().manual_seed(stream_seed(cfg.TRAIN.SEED, epoch, env.rank, 1))
+            if progress.step:
+                _restore_mix_rng(mix_rng, snap, env, plan, records)
             validate_after = validation_steps(cfg, epoch, sampler.steps) if val_data is not None else set()
             lr = eng.optimizer.param_groups[0]["lr"]
-            losses, val_psnrs, val_seconds, pending, status = [], [], 0.0, [], "ok"
-            bar = records.progress(epoch, last, sampler.steps)
+            pending, stopped_mid_epoch = [], False
+            bar = records.progress(epoch, last, sampler.steps, done=progress.step)
             for batch in loader:
                 inp, target = (eng.to_device(x) for x in split_batch(batch, cfg.MODEL.TASK))
                 if mixing:  # within the micro-batch: see docs/training.md on accumulation
@@ -376,40 +460,56 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                 pending.append((inp, target))
                 if len(pending) < plan.accum_steps:
                     continue
-                step = train_step(eng, pending, stop.requested)
-                pending, status = [], step.status
-                if status == "nonfinite":
+                due = _snapshot_due(cfg, progress.step + 1, time.monotonic() - last_snapshot)
+                step = train_step(eng, pending, lambda: stop.requested, due)
+                pending = []
+                if step.status == "nonfinite":
                     bar.close()
                     raise NonFiniteLossError(
-                        f"the training loss became {step.loss} at epoch {epoch}, step {len(losses) + 1}; "
-                        f"stopped before the optimizer step, nothing of this epoch was saved. The last good "
-                        f"checkpoint is {out / ckpts.LATEST} (epoch {epoch - 1}). Lower OPTIM.LR_INITIAL, or "
-                        f"use --amp bf16 / none instead of fp16, then continue with --resume.")
-                if status == "stop":
-                    break
-                losses.append(step.loss)
+                        f"the training loss became {step.loss} at epoch {epoch}, step {progress.step + 1}; "
+                        f"stopped before the optimizer step, nothing of it was saved. The last good state is "
+                        f"{stop.kept}. Lower OPTIM.LR_INITIAL, or use --amp bf16 / none instead of fp16, "
+                        f"then continue with --resume.")
+                progress.step += 1
+                progress.losses.append(step.loss)
                 bar.set_postfix(loss=f"{step.loss:.4f}", lr=f"{lr:.3g}", refresh=False)
                 bar.update(1)
-                if cfg.TRAIN.PRINT_EVERY and len(losses) % cfg.TRAIN.PRINT_EVERY == 0:
-                    records.print(f"epoch {epoch} step {len(losses)}/{sampler.steps} loss {step.loss:.5f}")
-                if len(losses) in validate_after:
+                if cfg.TRAIN.PRINT_EVERY and progress.step % cfg.TRAIN.PRINT_EVERY == 0:
+                    records.print(f"epoch {epoch} step {progress.step}/{sampler.steps} loss {step.loss:.5f}")
+                if progress.step in validate_after:
                     t_val = time.perf_counter()
                     psnr = validate(eng.raw, val_data, env, device, cfg, eng.autocast)
-                    val_seconds += time.perf_counter() - t_val
-                    val_psnrs.append(psnr)
-                    records.log_validation(psnr, epoch, len(losses), sampler.steps)
+                    progress.val_seconds += time.perf_counter() - t_val
+                    progress.val_psnrs.append(psnr)
+                    records.log_validation(psnr, epoch, progress.step, sampler.steps)
                     if best_psnr is None or psnr > best_psnr:
                         best_psnr, best_epoch = psnr, epoch
                         if env.is_main:
                             save_atomic(checkpoint(epoch), out / ckpts.BEST)
                             if cfg.MODEL.TASK == "cs":
                                 save_atomic(eng.raw.state_dict(), out / ckpts.CS_BEST)
-                    records.print(f"epoch {epoch} step {len(losses)}: val PSNR {psnr:.4f} dB "
+                    records.print(f"epoch {epoch} step {progress.step}: val PSNR {psnr:.4f} dB "
                                   f"(best {best_psnr:.4f} at epoch {best_epoch})")
+                # After the last step the epoch's own checkpoint follows: no snapshot needed.
+                if (step.snapshot or step.stop) and progress.step < sampler.steps:
+                    elapsed = progress.seconds + time.perf_counter() - t_epoch
+                    states = gather_to_all(mix_rng.get_state().to(device), env)  # every rank's MixUp stream
+                    if env.is_main:
+                        frozen = replace(progress, seconds=elapsed)
+                        save_atomic(snapshots.make_snapshot(checkpoint(epoch - 1), frozen, states,
+                                                            plan.accum_steps, setup_fingerprint),
+                                    out / snapshots.SNAPSHOT)
+                    barrier(env)  # no rank runs ahead of (or exits before) the file every rank will resume from
+                    last_snapshot = time.monotonic()
+                    stop.kept = f"{out / snapshots.SNAPSHOT} (epoch {epoch}, step {progress.step})"
+                    if step.stop:
+                        stopped_mid_epoch = True
+                        break
             bar.close()
-            if status == "stop":
-                records.print(f"stopped by signal {stop.signum} during epoch {epoch}: its partial progress is "
-                              f"dropped; {out / ckpts.LATEST} holds epoch {epoch - 1}. Continue with --resume.")
+            if stopped_mid_epoch:
+                records.print(f"stopped by signal {stop.signum or signal.SIGTERM} during epoch {epoch} after "
+                              f"step {progress.step}/{sampler.steps}: {stop.kept} holds that step; "
+                              f"model_latest.pth holds epoch {epoch - 1}. Continue with --resume.")
                 result.interrupted_by = stop.signum or signal.SIGTERM
                 break
 
@@ -421,8 +521,10 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                 if cfg.MODEL.TASK == "cs":
                     save_atomic(ckpt["state_dict"], out / ckpts.CS_LAST)
                 save_atomic(ckpt, out / ckpts.LATEST)  # last: it marks the epoch as done
-            seconds = time.perf_counter() - t_epoch
-            train_seconds = max(seconds - val_seconds, 1e-9)
+            stop.kept = f"{out / ckpts.LATEST} (epoch {epoch})"
+            seconds = progress.seconds + time.perf_counter() - t_epoch
+            train_seconds = max(seconds - progress.val_seconds, 1e-9)
+            losses, val_psnrs = progress.losses, progress.val_psnrs
             row = {"epoch": epoch, "lr": lr, "train_loss": float(np.mean(losses)) if losses else None,
                    "val_psnr": val_psnrs[-1] if val_psnrs else None, "best_psnr": best_psnr,
                    "best_epoch": best_epoch, "steps": len(losses), "seconds": round(seconds, 3),
@@ -433,7 +535,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
             if val_psnrs:
                 records.plot()
             result.last_epoch, result.best_psnr, result.best_epoch = epoch, best_psnr, best_epoch
-            # A signal during validation or saving: this epoch is complete, stop now.
+            # A signal during the last step, validation or saving: this epoch is complete, stop now.
             if any_rank([stop.requested], env, device)[0]:
                 result.interrupted_by = stop.signum or signal.SIGTERM
                 records.print(f"stopped by signal after epoch {epoch}; continue with --resume.")
