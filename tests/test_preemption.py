@@ -32,6 +32,7 @@ from dgunet.checkpoint import read_checkpoint
 from dgunet.engine import train
 from dgunet.engine.distributed import BatchPlan, GlobalBatchSampler
 from dgunet.engine.snapshots import SNAPSHOT
+from dgunet.engine.trainer import _snapshot_due
 from dgunet.errors import CheckpointError
 
 STEP_LINE = re.compile(r"^epoch (\d+) step (\d+)/(\d+) loss (\S+)$", re.M)
@@ -227,3 +228,10 @@ def test_grace_period_exits_143_saying_what_was_kept_and_a_second_signal_kills_a
     assert "flag True" in out["once"] and "grace period of 0.5 s" in out["once"]
     assert "Kept on disk: snapshot.pth (epoch 2, step 7)" in out["once"]
     assert procs["twice"].returncode == -signal.SIGTERM, out["twice"]  # the default handler: killed
+
+
+def test_snapshot_triggers_by_time_and_by_steps():
+    cfg = preempt_config(REPO, "x", ["TRAIN.SNAPSHOT_MINUTES", "15", "TRAIN.SNAPSHOT_EVERY_STEPS", "0"])
+    assert not _snapshot_due(cfg, 7, 60 * 15 - 1) and _snapshot_due(cfg, 7, 60 * 15)
+    off = preempt_config(REPO, "x", ["TRAIN.SNAPSHOT_MINUTES", "0", "TRAIN.SNAPSHOT_EVERY_STEPS", "3"])
+    assert [s for s in range(1, 10) if _snapshot_due(off, s, 1e9)] == [3, 6, 9]
