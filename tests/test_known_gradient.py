@@ -172,3 +172,25 @@ def test_image_estimate_of_the_wrong_size_is_refused():
 def test_unknown_gradient_mode_is_refused():
     with pytest.raises(ValueError, match="choose one of learned, known, known\\+learned"):
         build_model("deblurring", "DGUNet", gradient="exact")
+
+
+def test_cs_fixed_sampling_is_the_physics_matrix_and_is_never_trained():
+    from dgunet.models.cs import image_to_blocks
+    from dgunet.physics import CompressedSensing
+
+    learned = build_model("cs", "DGUNet", cs_ratio=10, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4)
+    fixed = build_model("cs", "DGUNet", cs_ratio=10, n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4,
+                        phi="fixed", phi_seed=3)
+    op = CompressedSensing(0.10, block=32, seed=3)
+    assert list(fixed.state_dict()) == list(learned.state_dict())  # published keys in both modes
+    assert torch.equal(fixed.Phi.detach(), op.matrix) and not fixed.Phi.requires_grad
+    # The model samples exactly as the operator does (rows of row-major 32x32 blocks).
+    x = torch.rand(2, 1, 64, 32)
+    rows = image_to_blocks(x) @ fixed.Phi.detach().t()  # (B*2*1, m)
+    y = op.A(x)  # (B, m, 2, 1)
+    assert torch.allclose(rows, y.permute(0, 2, 3, 1).reshape(-1, op.m), atol=1e-6)
+    optimizer = torch.optim.Adam(fixed.parameters(), lr=1e-2)
+    before = fixed.Phi.detach().clone()
+    fixed(x)[0].mean().backward()
+    optimizer.step()
+    assert torch.equal(fixed.Phi.detach(), before)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from dgunet.errors import PhysicsError
+from dgunet.physics.base import initial_estimate
 
 GRADIENTS = ("learned", "known", "known+learned")
 
@@ -50,12 +51,6 @@ class Observation:
 
 def _describe(shape) -> str:
     return "x".join(str(s) for s in shape)
-
-
-def initial_estimate(physics, y: Tensor) -> Tensor:
-    """x0 = physics.A_dagger(y) when the operator has it, else physics.A_adjoint(y)."""
-    dagger = getattr(physics, "A_dagger", None)
-    return dagger(y) if callable(dagger) else physics.A_adjoint(y)
 
 
 def observe(y: Tensor, physics, mode: str, min_size: int, multiple: int) -> Observation:
