@@ -522,6 +522,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                     save_atomic(ckpt["state_dict"], out / ckpts.CS_LAST)
                 save_atomic(ckpt, out / ckpts.LATEST)  # last: it marks the epoch as done
             stop.kept = f"{out / ckpts.LATEST} (epoch {epoch})"
+            last_snapshot = time.monotonic()  # model_latest.pth is a resume point too
             seconds = progress.seconds + time.perf_counter() - t_epoch
             train_seconds = max(seconds - progress.val_seconds, 1e-9)
             losses, val_psnrs = progress.losses, progress.val_psnrs
