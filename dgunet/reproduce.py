@@ -22,8 +22,8 @@ from dgunet.checkpoint import extract_state_dict, infer_structure, read_checkpoi
 from dgunet.errors import ConfigError
 from dgunet.evaluate import write_json_atomic
 from dgunet.models import TASKS
-from dgunet.testrun import options
-from dgunet.testrun.datasets import TASK_DATASETS
+from dgunet.testrun import known, options
+from dgunet.testrun.datasets import KNOWN_DATASETS, TASK_DATASETS, DatasetSpec
 from dgunet.testrun.results import DatasetResult, fmt_number
 from dgunet.testrun.runner import TASK_TITLES, make_context, run_datasets
 
@@ -102,14 +102,16 @@ def average_row(paper: dict, task: str, arch: str, rows: list[Row]) -> Row:
 
 
 def build_rows(paper: dict, task: str, arch: str, data_root: str,
-               runs: list[tuple[float | None, list[DatasetResult]]]) -> list[Row]:
+               runs: list[tuple[float | None, list[DatasetResult]]],
+               specs: list[DatasetSpec] | None = None) -> list[Row]:
     """Table rows in the paper's data-set order, per ratio for CS; skipped sets included."""
     rows = []
+    specs = list(TASK_DATASETS[task]) if specs is None else specs
     for ratio, results in runs:
         by_name = {r.dataset: r for r in results}
         ratio_rows = [_row(paper, task, arch, spec.name, ratio, by_name.get(spec.name),
                            f"not found under {data_root} (skipped)")
-                      for spec in TASK_DATASETS[task]]
+                      for spec in specs]
         if task == "deraining":
             ratio_rows.append(average_row(paper, task, arch, ratio_rows))
         rows += ratio_rows
@@ -159,6 +161,9 @@ def checkpoint_ratio(path: str) -> float | None:
 
 def weight_jobs(task: str, weights: list[str], ratios: list[float] | None) -> list[tuple[str, float | None]]:
     """(checkpoint, CS ratio) pairs to run. CS: a '{ratio}' template or one file per ratio."""
+    if not weights:
+        raise ConfigError("--weights is required (or --method wiener / bicubic with a known-operator "
+                          "--protocol)")
     if task != "cs":
         if len(weights) != 1 or ratios:
             raise ConfigError(f"{task} takes one --weights file and no --cs-ratios")
@@ -181,7 +186,7 @@ def weight_jobs(task: str, weights: list[str], ratios: list[float] | None) -> li
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--weights", required=True, nargs="+",
+    parser.add_argument("--weights", nargs="+",
                         help="checkpoint; for cs one file per ratio or a path with {ratio}")
     parser.add_argument("--data-root", required=True, help="folder holding the task's test sets")
     parser.add_argument("--results", default="results", help="output root (default ./results)")
@@ -189,6 +194,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cs only: sampling ratios in percent (default: those of the checkpoints)")
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=True)
+    group = parser.add_argument_group("known-operator protocols (docs/known_tasks.md)")
+    group.add_argument("--protocol", choices=("published", "nonblind", "gaussian"), default="published",
+                       help="deblurring: nonblind, denoising: gaussian (sr always uses its own)")
+    group.add_argument("--kernels", metavar="DIR", help="nonblind: your own kernels instead of the benchmark's")
+    group.add_argument("--scale", type=int, choices=(2, 3, 4),
+                       help="sr: the factor (default: the checkpoint's)")
+    group.add_argument("--method", choices=("model", "wiener", "bicubic"), default="model",
+                       help="the model, or a classical baseline (no --weights needed)")
+    group.add_argument("--gradient", choices=("learned", "known", "known+learned"), default=None,
+                       help="the model's gradient step (default: the checkpoint's, else known)")
 
 
 def _header(args: argparse.Namespace, ctx_restore, weights: list[str]) -> list[str]:
@@ -203,15 +218,23 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--tile does not apply to cs: its protocol fixes 128x128 tiles")
     out_root = Path(args.results) / task
     paper, runs, arch, restore = load_paper(), [], "DGUNet", None
-    for weights, ratio in weight_jobs(task, args.weights, args.cs_ratios):
+    protocol = known.known_protocol(task, args)
+    if protocol and protocol != known.KNOWN_PROTOCOLS.get(task):
+        raise ConfigError(f"--protocol {protocol} belongs to --task "
+                          f"{next(t for t, p in known.KNOWN_PROTOCOLS.items() if p == protocol)}, not {task}")
+    specs = list(KNOWN_DATASETS[protocol]) if protocol else list(TASK_DATASETS[task])
+    baseline = protocol is not None and args.method != "model"
+    jobs = [(None, None)] if baseline else weight_jobs(task, args.weights, args.cs_ratios)
+    for weights, ratio in jobs:
         ctx = make_context(task, args, weights, ratio)
         arch, restore = ctx.arch, ctx.restore
         result_root = out_root / f"ratio_{ratio_key(ctx.cs_ratio)}" if task == "cs" else out_root
-        results, _ = run_datasets(ctx, list(TASK_DATASETS[task]), args.data_root, result_root,
-                                  skip_missing=True)
+        results, _ = run_datasets(ctx, specs, args.data_root, result_root, skip_missing=True)
         runs.append((ctx.cs_ratio, results))
-    header = _header(args, restore, args.weights)
-    rows = build_rows(paper, task, arch, args.data_root, runs)
+    header = _header(args, restore, args.weights or [f"{args.method} baseline"])
+    if protocol:
+        header.append(f"protocol: {protocol} (dgunet/benchmarks); the paper has no numbers for it")
+    rows = build_rows(paper, task, arch, args.data_root, runs, specs)
     text = render_markdown(task, arch, rows, header)
     write_text_atomic(out_root / "table.md", text)
     write_json_atomic(out_root / "table.json", rows_json(task, arch, rows, header))

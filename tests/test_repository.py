@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO
 
-TASK_DIRS = ["Deblurring", "Deraining", "Denoising", "Compressive_Sensing"]
+TASK_DIRS = ["Deblurring", "Deraining", "Denoising", "Compressive_Sensing", "Super_Resolution"]
 
 
 @pytest.mark.skipif(shutil.which("ruff") is None and not (REPO / ".venv/bin/ruff").exists(),

@@ -59,6 +59,29 @@ def _score_cs(pred: np.ndarray, gt: np.ndarray) -> Scores:
     return psnr(y_pred, y_gt, 255.0), ssim_skimage_gray(y_pred, y_gt, 255.0)
 
 
+def _y_float(img: np.ndarray) -> np.ndarray:
+    """Unrounded studio-range Y (MATLAB rgb2ycbcr on im2double input, times 255): the SR field's Y."""
+    return img.astype(np.float64) if img.ndim == 2 else rgb_to_y_studio(img, rounded=False)
+
+
+def _score_y(pred: np.ndarray, gt: np.ndarray, border: int = 0) -> Scores:
+    """PSNR (peak 255) and Wang's ssim_index on unrounded Y, `border` pixels cropped on every side."""
+    y_pred, y_gt = _y_float(pred), _y_float(gt)
+    if border:
+        if min(y_gt.shape) <= 2 * border + 10:
+            raise DataError(f"an image of {y_gt.shape[0]}x{y_gt.shape[1]} is too small to crop a border of "
+                            f"{border} and still fit the 11x11 SSIM window")
+        y_pred, y_gt = y_pred[border:-border, border:-border], y_gt[border:-border, border:-border]
+    return psnr(y_pred, y_gt, 255.0), ssim_wang(y_pred, y_gt, 255.0)
+
+
+def _sr_scorer(scale: int) -> Callable[[np.ndarray, np.ndarray], Scores]:
+    def score(pred: np.ndarray, gt: np.ndarray) -> Scores:
+        return _score_y(pred, gt, border=scale)
+
+    return score
+
+
 @dataclass(frozen=True)
 class Protocol:
     """One table's scoring rule.
@@ -117,6 +140,13 @@ def _build_registry() -> dict[str, Protocol]:
         Protocol("sidd", "SIDD: per 256x256 block, RGB PSNR + MATLAB-style 3-D SSIM", _score_sidd),
         Protocol("cs", "Compressive sensing: OpenCV Y, float PSNR + scikit-image SSIM", _score_cs,
                  same_channels=False),
+        # Known-operator benchmarks (dgunet/benchmarks, docs/known_tasks.md).
+        *(Protocol(f"sr_x{s}", f"Super-resolution x{s}: unrounded studio Y, {s}-pixel border cropped, "
+                   f"PSNR + Wang ssim_index", _sr_scorer(s)) for s in (2, 3, 4)),
+        Protocol("nonblind", "Non-blind deblurring: RGB PSNR (peak 255) + MATLAB-style 3-D SSIM", _score_gopro),
+        Protocol("nonblind_y", "Non-blind deblurring on Y: unrounded studio Y, PSNR + Wang ssim_index",
+                 _score_y),
+        Protocol("gaussian", "Gaussian denoising: RGB PSNR (peak 255) + MATLAB-style 3-D SSIM", _score_gopro),
     ]
     return {p.name: p for p in protocols}
 

@@ -13,10 +13,11 @@ from dgunet.testrun.restoring import RestoreOptions
 @dataclass
 class Context:
     task: str
-    model: nn.Module
+    model: nn.Module | None  # None for a classical baseline (known-operator protocols)
     arch: str = "DGUNet"
     restore: RestoreOptions = field(default_factory=RestoreOptions)
     cs_ratio: float | None = None
     workers: int = 0  # processes for scoring (0: in this process)
     sidd_mat_dtype: str = "float32"  # Idenoised.mat element type (float32 as published)
     log: Callable[[str], None] = print
+    known: object | None = None  # dgunet.testrun.known.KnownRun for the known-operator protocols

@@ -43,6 +43,11 @@ class DatasetSpec:
             return (folder / f"{SIDD_NOISY}.mat").is_file()
         if self.kind == "dnd":
             return (folder / "info.mat").is_file()
+        if self.kind == "photos":
+            return True  # scikit-image's bundled photos: found under any data root
+        if self.kind == "clean":
+            target = folder / "target"
+            return folder.is_dir() and bool(list_images(folder) or (target.is_dir() and list_images(target)))
         return folder.is_dir() and bool(list_images(folder))
 
 
@@ -53,6 +58,19 @@ LAYOUTS = {
     "dnd": "info.mat (MATLAB v7.3 with info.boundingboxes) and images_srgb/0001.mat ... "
            "(variable InoisySRGB)",
     "cs": "the clean test images themselves (.tif/.png), directly in the folder",
+    "clean": "the clean test images (.png/.jpg/.tif), directly in the folder or in its target/",
+    "photos": "nothing: scikit-image's bundled photos",
+}
+
+# Known-operator protocols (dgunet.testrun.known): clean images, degraded by the benchmark cases.
+_CLEAN_SETS = {
+    "nonblind": ("CBSD68", "Kodak24", "McMaster"),
+    "gaussian": ("CBSD68", "Kodak24", "McMaster"),
+    "sr": ("Set5", "Set14", "BSD100", "Urban100"),
+}
+KNOWN_DATASETS: dict[str, tuple[DatasetSpec, ...]] = {
+    name: (*(DatasetSpec(s, "clean", None) for s in sets), DatasetSpec("Photos", "photos", None))
+    for name, sets in _CLEAN_SETS.items()
 }
 
 TASK_DATASETS: dict[str, tuple[DatasetSpec, ...]] = {
@@ -74,12 +92,14 @@ TASK_DATASETS: dict[str, tuple[DatasetSpec, ...]] = {
         DatasetSpec("Set11", "cs", "cs"),
         DatasetSpec("BSD68", "cs", "cs"),
     ),
+    "sr": KNOWN_DATASETS["sr"],
 }
 
 
-def select_datasets(task: str, names: list[str] | None) -> list[DatasetSpec]:
-    """The task's sets named in `names` (case-insensitive), all of them when None."""
-    specs = TASK_DATASETS[task]
+def select_datasets(task: str, names: list[str] | None, known: str | None = None) -> list[DatasetSpec]:
+    """The task's sets named in `names` (case-insensitive), all of them when None; `known` picks the
+    clean-image sets of a known-operator protocol instead of the published ones."""
+    specs = KNOWN_DATASETS[known] if known else TASK_DATASETS[task]
     if not names:
         return list(specs)
     by_name = {spec.name.lower(): spec for spec in specs}

@@ -85,7 +85,7 @@ def _resolve_ratio(task: str, structure: Structure | None, cs_ratio: float | Non
 
 def load_model(task: str, weights: str | Path, arch: str | None = None,
                given_widths: dict[str, int] | None = None, cs_ratio: float | None = None,
-               device: str | torch.device = "cpu") -> LoadedModel:
+               device: str | torch.device = "cpu", gradient: str = "learned") -> LoadedModel:
     """Read `weights`, build the matching `task` model, load it strictly, move it to `device`.
 
     Raises CheckpointError (naming the file) for unreadable files and for weights of another
@@ -101,6 +101,8 @@ def load_model(task: str, weights: str | Path, arch: str | None = None,
                                                               if v is not None})
     ratio = _resolve_ratio(task, structure, cs_ratio, weights)
     extra = {"cs_ratio": ratio} if ratio is not None else {}
+    if gradient != "learned":  # the published models are built without the argument
+        extra["gradient"] = gradient
     model = build_model(task, arch, **widths, **extra)
     # Loading by path (not the state read above) so that a mismatch message names the file.
     load_weights(model, weights)

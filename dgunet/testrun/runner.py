@@ -7,10 +7,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from dgunet.errors import DataError, DGUNetError
-from dgunet.testrun import cs, dnd, options, paired, sidd
+from dgunet.errors import ConfigError, DataError, DGUNetError
+from dgunet.testrun import cs, dnd, known, options, paired, sidd
 from dgunet.testrun.context import Context
 from dgunet.testrun.datasets import (
+    KNOWN_DATASETS,
     LAYOUTS,
     TASK_DATASETS,
     DatasetSpec,
@@ -28,9 +29,11 @@ RUNNERS: dict[str, Callable[..., DatasetResult]] = {
     "sidd": sidd.run_sidd,
     "dnd": dnd.run_dnd,
     "cs": cs.run_cs,
+    "clean": known.run_known,
+    "photos": known.run_known,
 }
 TASK_TITLES = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising": "Denoising",
-               "cs": "Compressive sensing"}
+               "cs": "Compressive sensing", "sr": "Super-resolution"}
 
 
 def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tuple[DatasetSpec, Path | None]]:
@@ -72,7 +75,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         description=f"{TASK_TITLES[task]}: restore the test sets with DGUNet/DGUNet+ and score them "
                     f"(see docs/testing.md)")
     names = [s.name for s in TASK_DATASETS[task]]
-    parser.add_argument("--weights", required=True, help="checkpoint (.pth / .pkl)")
+    if task in known.KNOWN_PROTOCOLS:
+        names += [s.name for s in KNOWN_DATASETS[known.KNOWN_PROTOCOLS[task]] if s.name not in names]
+    parser.add_argument("--weights", help="checkpoint (.pth / .pkl); required unless --method is a baseline")
     parser.add_argument("--input_dir", "--input-dir", dest="input_dir", default="Datasets",
                         help="data root holding the test sets (default ./Datasets)")
     parser.add_argument("--result_dir", "--result-dir", dest="result_dir", default="results",
@@ -84,6 +89,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     if task == "cs":
         parser.add_argument("--cs-ratio", type=float, default=None,
                             help="sampling ratio in percent (default: read from the checkpoint)")
+    if task in known.KNOWN_PROTOCOLS:
+        known.add_known_arguments(parser, task)
     if task == "denoising":
         parser.add_argument("--sidd-mat-dtype", choices=("float32", "uint8"), default="float32",
                             help="element type of Idenoised.mat (published: float32 in [0, 1])")
@@ -97,15 +104,26 @@ def make_context(task: str, args: argparse.Namespace, weights: str, cs_ratio: fl
     check_supported(restore)
     if args.workers < 0:
         raise DataError(f"--workers must be 0 or more, got {args.workers}")
+    protocol = known.known_protocol(task, args)
+    if protocol and args.method != "model":  # a classical baseline: no weights, no model
+        log(f"method: {args.method} baseline")
+        run = known.make_known_run(task, args, protocol, None, None)
+        return Context(task, None, "-", restore, None, args.workers, log=log, known=run)
+    if not weights:
+        raise ConfigError("--weights is required: the checkpoint to test"
+                          + (" (or --method wiener / bicubic for a baseline)" if protocol else ""))
+    cfg = known.checkpoint_config(weights) if protocol else None
+    gradient = known.model_gradient(args, cfg) if protocol else "learned"
     loaded = load_model(task, weights, args.arch, options.given_widths(args), cs_ratio,
-                        options.pick_device(args.device))
-    log(f"model: {loaded.describe(task)}, weights {weights}")
+                        options.pick_device(args.device), gradient=gradient)
+    log(f"model: {loaded.describe(task)}, weights {weights}" + (f", gradient {gradient}" if protocol else ""))
+    run = known.make_known_run(task, args, protocol, loaded.model, cfg) if protocol else None
     return Context(task, loaded.model, loaded.arch, restore, loaded.cs_ratio, args.workers,
-                   getattr(args, "sidd_mat_dtype", "float32"), log)
+                   getattr(args, "sidd_mat_dtype", "float32"), log, known=run)
 
 
 def run_test(task: str, args: argparse.Namespace) -> list[DatasetResult]:
-    specs = select_datasets(task, args.dataset)
+    specs = select_datasets(task, args.dataset, known.known_protocol(task, args))
     locate(Path(args.input_dir), specs, skip_missing=not args.dataset)  # fail before loading the model
     ctx = make_context(task, args, args.weights, getattr(args, "cs_ratio", None))
     results, _ = run_datasets(ctx, specs, args.input_dir, args.result_dir, skip_missing=not args.dataset)

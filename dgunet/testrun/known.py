@@ -1,0 +1,224 @@
+"""Known-operator test protocols: non-blind deblurring, super-resolution, Gaussian denoising.
+
+Clean test images are degraded by the fixed benchmark cases of `dgunet.benchmarks` (or a user's
+kernels), rounded to 8 bits, restored by a "method" (the model, given the operator, or a
+baseline of `dgunet.baselines`) and scored against the clean images:
+  nonblind  RGB PSNR + MATLAB-style 3-D SSIM ("nonblind"), and on Y ("nonblind_y", in cases.json)
+  sr        unrounded studio Y with a border of `scale` pixels cropped ("sr_x2" ...)
+  gaussian  RGB PSNR + MATLAB-style 3-D SSIM ("gaussian")
+Results: <result_dir>/<set>/<case>/<image>.png, scores.json (every image of every case, the
+evaluate command's format) and cases.json (means per case).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dgunet.baselines import BASELINES
+from dgunet.benchmarks import Case, cases, protocol
+from dgunet.checkpoint import read_checkpoint
+from dgunet.config import config_from_yaml_string
+from dgunet.data.io import read_image, save_png_atomic, to_uint8
+from dgunet.data.synthetic import DegradeSpec, build_operator, clean_images
+from dgunet.errors import ConfigError, DataError
+from dgunet.evaluate import EvaluationResult, ImageScore, write_json_atomic
+from dgunet.metrics.protocols import get_protocol
+from dgunet.testrun.results import DatasetResult
+
+KNOWN_PROTOCOLS = {"deblurring": "nonblind", "denoising": "gaussian", "sr": "sr"}
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # bundled with scikit-image: no download
+PHOTO_SIZE = 192  # a multiple of 8 and of every SR scale
+Method = Callable[[Tensor, nn.Module, dict], Tensor]
+
+
+@dataclass
+class KnownRun:
+    """What a known-operator test needs besides the model: its cases and how to restore."""
+
+    protocol: str  # nonblind | sr | gaussian
+    cases: list[Case]
+    method: Method
+    method_name: str  # model | wiener | bicubic
+    noise_seed: int
+
+
+# ---------------------------------------------------------------- options
+
+def add_known_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+    group = parser.add_argument_group("known-operator protocols (docs/known_tasks.md)")
+    if task != "sr":
+        group.add_argument("--protocol", choices=("published", KNOWN_PROTOCOLS[task]), default="published",
+                           help=f"published test sets, or {KNOWN_PROTOCOLS[task]}: clean images degraded by "
+                                f"the fixed benchmark operators, the model given the operator")
+    if task == "deblurring":
+        group.add_argument("--kernels", metavar="DIR", help="your own blur kernels (.npy/.png/.mat 2-D arrays) "
+                           "instead of the benchmark's 12")
+    if task == "sr":
+        group.add_argument("--scale", type=int, choices=(2, 3, 4), help="SR factor (default: the one the "
+                           "checkpoint was trained for; all three for --method bicubic)")
+    group.add_argument("--method", choices=("model", *BASELINES), default="model",
+                       help="restore with the model (default) or a classical baseline (no --weights needed)")
+    group.add_argument("--gradient", choices=("learned", "known", "known+learned"), default=None,
+                       help="the model's gradient step (default: the checkpoint's MODEL.GRADIENT, else known)")
+
+
+def known_protocol(task: str, args: argparse.Namespace) -> str | None:
+    """The known-operator protocol this command line asks for, None for the published test sets."""
+    if task == "sr":
+        return "sr"
+    chosen = getattr(args, "protocol", "published")
+    return None if chosen in (None, "published") else chosen
+
+
+def checkpoint_config(weights: str | Path):
+    """The training config stored in a checkpoint of our engine, or None (published files have none)."""
+    state = read_checkpoint(weights)
+    text = state.get("config") if isinstance(state, dict) else None
+    return config_from_yaml_string(text) if isinstance(text, str) and text else None
+
+
+def trained_scale(task: str, args: argparse.Namespace, cfg) -> list[int] | None:
+    """The SR scales to test: a model serves only the scale it was trained for."""
+    if task != "sr":
+        return None
+    trained = cfg.DEGRADE.SCALE if cfg is not None and cfg.DEGRADE.KIND == "sr" else None
+    if args.method != "model":
+        return [args.scale] if args.scale else None
+    if trained is not None and args.scale and args.scale != trained:
+        raise ConfigError(f"weights {args.weights} were trained for x{trained} (DEGRADE.SCALE in the "
+                          f"checkpoint's config), not x{args.scale}; pass --scale {trained} or weights "
+                          f"trained for x{args.scale}")
+    if trained is None and not args.scale:
+        raise ConfigError(f"cannot tell the SR factor of {args.weights} (no training config inside); "
+                          f"pass --scale")
+    return [args.scale or trained]
+
+
+def model_gradient(args: argparse.Namespace, cfg) -> str:
+    if args.gradient:
+        return args.gradient
+    return cfg.MODEL.GRADIENT if cfg is not None else "known"
+
+
+def model_method(model: nn.Module) -> Method:
+    device = next(model.parameters()).device
+
+    @torch.no_grad()
+    def restore(y: Tensor, op: nn.Module, _params: dict) -> Tensor:
+        return model(y.to(device), physics=op.to(device))[0].float().cpu()
+
+    return restore
+
+
+def make_known_run(task: str, args: argparse.Namespace, name: str, model: nn.Module | None, cfg) -> KnownRun:
+    """The cases and the method of one test; `model` None for a baseline."""
+    if getattr(args, "tile", None) or args.self_ensemble:
+        raise ConfigError("--tile and --self-ensemble do not apply to known-operator protocols: the operator "
+                          "acts on the whole image")
+    chosen = cases(name, scales=trained_scale(task, args, cfg), kernel_dir=getattr(args, "kernels", None))
+    method = model_method(model) if model is not None else _baseline(args.method)
+    return KnownRun(name, chosen, method, args.method, protocol()["noise_seed"])
+
+
+def _baseline(name: str) -> Method:
+    baseline = BASELINES[name]
+
+    @torch.no_grad()
+    def restore(y: Tensor, op: nn.Module, params: dict) -> Tensor:
+        return baseline(y, op, params).float()
+
+    return restore
+
+
+# ---------------------------------------------------------------- data
+
+def photo_images() -> list[tuple[str, np.ndarray]]:
+    """Centre crops (PHOTO_SIZE^2, uint8 RGB) of scikit-image's bundled photos: a test set on any machine."""
+    from skimage import data as skdata
+
+    out = []
+    for name in PHOTOS:
+        img = getattr(skdata, name)()
+        top, left = (img.shape[0] - PHOTO_SIZE) // 2, (img.shape[1] - PHOTO_SIZE) // 2
+        out.append((name, np.ascontiguousarray(img[top:top + PHOTO_SIZE, left:left + PHOTO_SIZE, :3])))
+    return out
+
+
+def clean_set(kind: str, folder: Path | None) -> list[tuple[str, np.ndarray]]:
+    if kind == "photos":
+        return photo_images()
+    return [(p.stem, to_uint8(read_image(p))) for p in clean_images(folder)]
+
+
+def degrade_case(case: Case, clean: np.ndarray, stem: str,
+                 seed: int) -> tuple[np.ndarray, Tensor, nn.Module, dict]:
+    """(clean cut to fit, y (1,3,h,w) rounded to 8 bits, operator, params) for one image and case."""
+    multiple = math.lcm(8, case.scale)
+    h, w = clean.shape[:2]
+    if h < multiple * 2 or w < multiple * 2:
+        raise DataError(f"test image {stem} is {h}x{w}; the {case.name} case needs at least "
+                        f"{2 * multiple}x{2 * multiple}")
+    top, left = (h % multiple) // 2, (w % multiple) // 2
+    clean = np.ascontiguousarray(clean[top:top + h - h % multiple, left:left + w - w % multiple])
+    kernel = case.kernel if case.kernel is not None else np.ones((1, 1))
+    spec = DegradeSpec(case.kind, kernel_size=kernel.shape[0], padding="circular", scale=case.scale,
+                       sr_kernel="bicubic")
+    params = {"kernel": torch.from_numpy(kernel).float()[None], "sigma": torch.tensor([case.sigma]),
+              "scale": case.scale}
+    op = build_operator(spec, params["kernel"], params["sigma"])
+    x = torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        y = op.A(x)
+    if case.sigma > 0:
+        noise = case.noise_rng(stem, seed).standard_normal(tuple(y.shape), dtype=np.float32)
+        y = y + case.sigma * torch.from_numpy(noise)
+    y = torch.round(y.clamp(0, 1) * 255) / 255
+    return clean, y, op, params
+
+
+# ---------------------------------------------------------------- the runner
+
+def scoring_protocols(case: Case) -> list[str]:
+    if case.kind == "sr":
+        return [f"sr_x{case.scale}"]
+    return ["nonblind", "nonblind_y"] if case.kind == "blur" else ["gaussian"]
+
+
+def run_known(ctx, spec, folder: Path | None, out_dir: Path) -> DatasetResult:
+    """Restore and score every (case, image) of one clean test set."""
+    run: KnownRun = ctx.known
+    start = time.perf_counter()
+    images = clean_set(spec.kind, folder)
+    scores, per_case = [], {}
+    for case in run.cases:
+        case_scores: dict[str, list[tuple[float, float]]] = {}
+        for stem, clean in images:
+            clean, y, op, params = degrade_case(case, clean, stem, run.noise_seed)
+            restored = run.method(y, op, params)[0].clamp(0, 1)
+            path = save_png_atomic(out_dir / case.name / f"{stem}.png", restored)
+            pred = to_uint8(restored)
+            for i, name in enumerate(scoring_protocols(case)):
+                psnr, ssim = get_protocol(name).score(pred, clean, (str(path), f"clean {stem}"))
+                case_scores.setdefault(name, []).append((psnr, ssim))
+                if i == 0:
+                    scores.append(ImageScore(f"{case.name}/{stem}", psnr, ssim))
+        per_case[case.name] = {name: {"psnr": float(np.mean([s[0] for s in v])),
+                                      "ssim": float(np.mean([s[1] for s in v]))}
+                               for name, v in case_scores.items()}
+        first = next(iter(per_case[case.name].values()))
+        ctx.log(f"  {case.name}: PSNR {first['psnr']:.2f} dB, SSIM {first['ssim']:.4f} ({len(images)} images)")
+    result = DatasetResult(ctx.task, spec.name, out_dir, len(scores), time.perf_counter() - start)
+    labels = list(dict.fromkeys(scoring_protocols(c)[0] for c in run.cases))
+    result.scores = EvaluationResult(labels[0] if len(labels) == 1 else run.protocol, scores)
+    write_json_atomic(out_dir / "cases.json", {"protocol": run.protocol, "method": run.method_name,
+                                               "cases": per_case})
+    return result
