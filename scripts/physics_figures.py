@@ -13,9 +13,11 @@ measurements per 32x32 block.
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import torch
+from PIL import Image  # matplotlib's own dependency
 
 from dgunet import physics
 from dgunet.atomic import atomic_open
@@ -94,11 +96,15 @@ def draw(name: str, title: str, op, x: torch.Tensor, out_dir: Path) -> Path:
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     path = out_dir / f"physics_{name}.png"
+    buffer = io.BytesIO()
     try:
-        with atomic_open(path) as f:
-            fig.savefig(f, format="png", dpi=80, bbox_inches="tight")
+        fig.savefig(buffer, format="png", dpi=72, bbox_inches="tight")
     finally:
         plt.close(fig)
+    # 256 colours keep the pictures readable at a third of the bytes (they live in the repository)
+    picture = Image.open(buffer).convert("RGB").quantize(256)
+    with atomic_open(path) as f:
+        picture.save(f, format="png", optimize=True)
     return path
 
 
