@@ -38,7 +38,7 @@ TASK_TITLES = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising"
 
 def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tuple[DatasetSpec, Path | None]]:
     """(spec, folder or None) per set. Missing sets raise unless `skip_missing`; none at all always raises."""
-    if not root.is_dir():
+    if not root.is_dir() and any(spec.kind != "photos" for spec in specs):  # Photos needs no folder
         raise DataError(f"data root {root} does not exist; pass the folder that holds the test sets")
     found = [(spec, find_dataset(root, spec)) for spec in specs]
     missing = [spec for spec, folder in found if folder is None]
@@ -62,7 +62,7 @@ def run_datasets(ctx: Context, specs: list[DatasetSpec], data_root: str | Path, 
             ctx.log(f"{spec.name}: not found under {data_root}, skipped")
             skipped.append(spec)
             continue
-        ctx.log(f"{spec.name}: {folder}")
+        ctx.log(f"{spec.name}: {folder if spec.kind != 'photos' else 'scikit-image bundled photos'}")
         result = RUNNERS[spec.kind](ctx, spec, folder, Path(result_root) / spec.name)
         result.write_scores()
         ctx.log(result.summary())
