@@ -10,6 +10,7 @@ float key is fine) and validates the result, raising ConfigError with a message 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -86,6 +87,20 @@ def defaults() -> CN:
     c.DATA.MIXUP_ALPHA = 0.6
     c.DATA.CROPS_PER_IMAGE = 200  # compressive sensing
     c.DATA.CACHE_DTYPE = "float32"  # compressive sensing: float32 | uint8
+
+    # Synthetic degradations of clean images with a known operator (docs/known_tasks.md).
+    # KIND "" trains on the published paired folders; blur | sr | noise degrade DATA.TRAIN_DIR's
+    # clean images on the fly, seeded by (TRAIN.SEED, epoch, index), and give the model the operator.
+    c.DEGRADE = CN()
+    c.DEGRADE.KIND = ""  # "" | blur (deblurring) | sr (sr) | noise (denoising)
+    c.DEGRADE.KERNELS = ["motion", "gaussian_iso", "gaussian_aniso"]  # drawn uniformly per sample
+    c.DEGRADE.KERNEL_SIZE = 25  # odd, <= 25; every kernel is padded to this size
+    c.DEGRADE.KERNEL_SIGMA_RANGE = [0.5, 3.0]  # Gaussian kernels: std in pixels
+    c.DEGRADE.PADDING = "circular"  # blur boundary: circular | reflect
+    c.DEGRADE.SIGMA_RANGE = [0.0, 0.03]  # noise std on [0, 1] images, uniform per sample
+    c.DEGRADE.VAL_SIGMA = 0.01  # fixed noise std of the validation images
+    c.DEGRADE.SCALE = 2  # sr: 2 | 3 | 4
+    c.DEGRADE.SR_KERNEL = "bicubic"  # sr: bicubic (MATLAB imresize) | blur (KERNELS, then decimation)
 
     c.VAL = CN()
     c.VAL.EVERY = 10  # validate after every epoch e with e % EVERY == 0 (0: off)
@@ -312,6 +327,60 @@ def validate(cfg: CN) -> None:
            "LOSS.EDGE_WEIGHT must be >= 0 and LOSS.CHARBONNIER_EPS > 0")
     _check(loss.CLAMP or m.TASK not in ("denoising", "cs"),
            f"LOSS.CLAMP = False, but the published {m.TASK} objective always clamps outputs to [0, 1]")
+    validate_degrade(cfg)
+
+
+DEGRADE_TASKS = {"blur": "deblurring", "sr": "sr", "noise": "denoising"}
+PADDINGS = ("circular", "reflect")
+SR_KERNELS = ("bicubic", "blur")
+
+
+def known_multiple(cfg: CN) -> int:
+    """Side multiple of training patches and validation crops: 8 for the U-Net, times the SR scale
+    when it does not divide 8 (the low-resolution side must be whole)."""
+    scale = cfg.DEGRADE.SCALE if cfg.DEGRADE.KIND == "sr" else 1
+    return math.lcm(8, scale)
+
+
+def validate_degrade(cfg: CN) -> None:
+    """The DEGRADE section: synthetic known-operator training (dgunet.data.synthetic)."""
+    g, m = cfg.DEGRADE, cfg.MODEL
+    gradient = m.get("GRADIENT", "learned")
+    if m.TASK == "sr":
+        _check(g.KIND == "sr", f"MODEL.TASK = sr trains on synthetic degradations: set DEGRADE.KIND sr "
+               f"(got {g.KIND!r})")
+    if not g.KIND:
+        _check(gradient == "learned", f"MODEL.GRADIENT = {gradient} needs a known operator: set "
+               f"DEGRADE.KIND blur | sr | noise (the published paired data has none)")
+        return
+    _check(g.KIND in DEGRADE_TASKS, f"DEGRADE.KIND = {g.KIND!r}; choose blur, sr, noise (or empty)")
+    _check(m.TASK == DEGRADE_TASKS[g.KIND], f"DEGRADE.KIND = {g.KIND} belongs to MODEL.TASK "
+           f"{DEGRADE_TASKS[g.KIND]}, got MODEL.TASK = {m.TASK}")
+    from dgunet.data.kernels import KERNEL_KINDS, MAX_KERNEL_SIZE  # no import cycle at module load
+
+    bad = [k for k in g.KERNELS if k not in KERNEL_KINDS]
+    _check(bool(g.KERNELS) and not bad, f"DEGRADE.KERNELS = {list(g.KERNELS)}; use one or more of "
+           f"{', '.join(KERNEL_KINDS)}")
+    _check(g.KERNEL_SIZE % 2 == 1 and 1 <= g.KERNEL_SIZE <= MAX_KERNEL_SIZE,
+           f"DEGRADE.KERNEL_SIZE = {g.KERNEL_SIZE} must be odd and at most {MAX_KERNEL_SIZE}")
+    lo_hi = list(g.KERNEL_SIGMA_RANGE)
+    _check(len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1], f"DEGRADE.KERNEL_SIGMA_RANGE = {lo_hi} must be "
+           f"[low, high] with 0 < low <= high (pixels)")
+    _check(g.PADDING in PADDINGS, f"DEGRADE.PADDING = {g.PADDING!r}; choose one of {', '.join(PADDINGS)}")
+    sig = list(g.SIGMA_RANGE)
+    _check(len(sig) == 2 and 0 <= sig[0] <= sig[1] <= 1, f"DEGRADE.SIGMA_RANGE = {sig} must be [low, high] "
+           f"with 0 <= low <= high <= 1 (noise std on [0, 1] images; 25/255 = 0.098)")
+    _check(0 <= g.VAL_SIGMA <= 1, f"DEGRADE.VAL_SIGMA = {g.VAL_SIGMA} must be in [0, 1]")
+    _check(g.SCALE in (2, 3, 4), f"DEGRADE.SCALE = {g.SCALE}; super-resolution supports 2, 3, 4")
+    _check(g.SR_KERNEL in SR_KERNELS, f"DEGRADE.SR_KERNEL = {g.SR_KERNEL!r}; choose one of "
+           f"{', '.join(SR_KERNELS)}")
+    mult = known_multiple(cfg)
+    _check(cfg.TRAIN.PATCH_SIZE % mult == 0, f"TRAIN.PATCH_SIZE = {cfg.TRAIN.PATCH_SIZE} must be a multiple "
+           f"of {mult} (8 for the U-Net, and of DEGRADE.SCALE)")
+    _check(cfg.VAL.CROP % mult == 0, f"VAL.CROP = {cfg.VAL.CROP} must be a multiple of {mult} (known "
+           f"operators are never padded; 0: whole images cut to a multiple of {mult})")
+    _check(cfg.DATA.MIXUP_FROM_EPOCH == 0, f"DATA.MIXUP_FROM_EPOCH = {cfg.DATA.MIXUP_FROM_EPOCH}: MixUp mixes "
+           f"samples of different operators; set it to 0 with DEGRADE.KIND")
 
 
 def canonical_arch(arch: str) -> str:

@@ -21,6 +21,7 @@ from dgunet.data.cs import CSCropDataset, load_y_image
 from dgunet.data.io import list_images
 from dgunet.data.paired import PairedImageDataset
 from dgunet.data.seeding import seed_worker
+from dgunet.data.synthetic import DegradeSpec, SyntheticDataset, build_operator
 from dgunet.engine.distributed import BatchPlan, DistEnv, GlobalBatchSampler, sum_over_ranks
 from dgunet.errors import DataError
 from dgunet.inference import forward_padded
@@ -31,6 +32,10 @@ def train_set(cfg) -> Dataset:
     if cfg.MODEL.TASK == "cs":
         return CSCropDataset(root, crop=cfg.TRAIN.PATCH_SIZE, crops_per_image=cfg.DATA.CROPS_PER_IMAGE,
                              seed=cfg.TRAIN.SEED, cache_dtype=cfg.DATA.CACHE_DTYPE)
+    spec = DegradeSpec.from_cfg(cfg)
+    if spec is not None:  # known operator: clean images degraded on the fly
+        return SyntheticDataset(root, spec, cfg.TRAIN.PATCH_SIZE, mode="train", seed=cfg.TRAIN.SEED,
+                                length_multiplier=cfg.DATA.LENGTH_MULTIPLIER)
     return PairedImageDataset(root, cfg.TRAIN.PATCH_SIZE, mode="train",
                               saturation_aug=cfg.DATA.SATURATION_AUG,
                               length_multiplier=cfg.DATA.LENGTH_MULTIPLIER, seed=cfg.TRAIN.SEED)
@@ -46,6 +51,9 @@ def val_set(cfg) -> Dataset | list[np.ndarray] | None:
         if not files:
             raise DataError(f"validation folder {root} holds no images (the Set11 .tif files)")
         return [load_y_image(f) for f in files]
+    spec = DegradeSpec.from_cfg(cfg)
+    if spec is not None:  # clean images, degraded once with a fixed seed; never padded
+        return SyntheticDataset(root, spec, cfg.VAL.CROP or None, mode="val", seed=cfg.TRAIN.SEED)
     return PairedImageDataset(root, cfg.VAL.CROP or None, mode="val")
 
 
@@ -69,12 +77,27 @@ def train_loader(dataset: Dataset, plan: BatchPlan, env: DistEnv, cfg, device: t
     return loader, sampler
 
 
-def split_batch(batch, task: str) -> tuple[Tensor, Tensor]:
-    """A loader batch -> (network input, target). CS reconstructs its own input."""
+def split_batch(batch, task: str, to_device=lambda x: x,
+                spec: DegradeSpec | None = None) -> tuple[Tensor, Tensor, nn.Module | None]:
+    """A loader batch -> (network input, target, operator) on the device via `to_device`.
+
+    CS reconstructs its own input. The operator is None for the published tasks; for synthetic
+    known-operator data (`spec`) it is built on the device from the batch's kernels and sigmas.
+    """
     if task == "cs":
-        return batch, batch
-    target, inp, _names = batch
-    return inp, target
+        x = to_device(batch)
+        return x, x, None
+    if spec is None:
+        target, inp, _names = batch
+        return to_device(inp), to_device(target), None
+    target, inp, _names, params = batch
+    inp = to_device(inp)
+    return inp, to_device(target), operator_for(spec, params, inp.device)
+
+
+def operator_for(spec: DegradeSpec, params: dict[str, Tensor], device: torch.device) -> nn.Module:
+    """The batch's known operator on `device` from its (B,K,K) kernels and (B,) sigmas."""
+    return build_operator(spec, params["kernel"].to(device), params["sigma"].to(device))
 
 
 # ---------------------------------------------------------------- validation
@@ -102,9 +125,13 @@ def validate_images(model: nn.Module, dataset: Dataset, env: DistEnv, device: to
     subset = torch.utils.data.Subset(dataset, _my_share(len(dataset), env))
     loader = DataLoader(subset, batch_size=batch, shuffle=False, num_workers=min(cfg.TRAIN.WORKERS, 2))
     total, count = 0.0, 0
-    for target, inp, _names in loader:
+    spec = DegradeSpec.from_cfg(cfg)
+    for target, inp, _names, *params in loader:
         with autocast():
-            restored = forward_padded(model, inp.to(device)).float()
+            if spec is None:
+                restored = forward_padded(model, inp.to(device)).float()
+            else:  # known operator: no padding (it would change the operator); crops fit the model
+                restored = model(inp.to(device), physics=operator_for(spec, params[0], device))[0].float()
         for pred, tgt in zip(restored.cpu(), target, strict=True):
             total += psnr01(pred, tgt)
             count += 1

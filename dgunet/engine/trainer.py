@@ -34,6 +34,7 @@ from dgunet.config import canonical_arch, config_from_yaml_string, cosine_t_max,
 from dgunet.data.seeding import seed_everything
 from dgunet.engine import checkpointing as ckpts
 from dgunet.engine import snapshots
+from dgunet.data.synthetic import DegradeSpec
 from dgunet.engine.data import default_phase1_weights, split_batch, train_loader, train_set, val_set, validate
 from dgunet.engine.distributed import (
     DistEnv,
@@ -183,11 +184,11 @@ def accumulate_gradients(eng: Engine, pairs: list[tuple[Tensor, Tensor]],
     """
     accum = len(pairs)
     step_loss = torch.zeros((), device=eng.device)
-    for i, (inp, target) in enumerate(pairs):
+    for i, (inp, target, *op) in enumerate(pairs):  # op: the known operator, when the data has one
         skip_sync = eng.ddp is not None and i < accum - 1
         with eng.ddp.no_sync() if skip_sync else nullcontext():
             with eng.autocast():
-                outputs = eng.model(inp)
+                outputs = eng.model(inp) if not op or op[0] is None else eng.model(inp, physics=op[0])
             loss = compute_loss(outputs, target, eng.cfg) / accum
             eng.scaler.scale(loss).backward()
         step_loss += loss.detach()
@@ -418,6 +419,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
         initial_step(cfg, eng.scheduler)
 
     loader, sampler = train_loader(train_data, plan, env, cfg, device)
+    degrade_spec = DegradeSpec.from_cfg(cfg)  # None: published data, no operator
     last = min(cfg.TRAIN.STOP_AT_EPOCH or cfg.OPTIM.NUM_EPOCHS, cfg.OPTIM.NUM_EPOCHS)
     records.print(_describe_start(cfg, eng, plan, sampler.steps, len(train_data), start, last, out))
     records.save_config(config_yaml)
@@ -454,10 +456,10 @@ def _train(cfg, env: DistEnv) -> TrainResult:
             pending, stopped_mid_epoch = [], False
             bar = records.progress(epoch, last, sampler.steps, done=progress.step)
             for batch in loader:
-                inp, target = (eng.to_device(x) for x in split_batch(batch, cfg.MODEL.TASK))
+                inp, target, op = split_batch(batch, cfg.MODEL.TASK, eng.to_device, degrade_spec)
                 if mixing:  # within the micro-batch: see docs/training.md on accumulation
                     inp, target = mixup(inp, target, generator=mix_rng, alpha=cfg.DATA.MIXUP_ALPHA)
-                pending.append((inp, target))
+                pending.append((inp, target) if op is None else (inp, target, op))
                 if len(pending) < plan.accum_steps:
                     continue
                 due = _snapshot_due(cfg, progress.step + 1, time.monotonic() - last_snapshot)
