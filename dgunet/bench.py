@@ -7,7 +7,8 @@ difference to the faithful output. On CPU, peak resident memory is measured in a
 process per path; the large-frame paths (1280x720 by default) run only there, once each.
 
     python -m dgunet bench --task deblurring --arch DGUNet --size 256
-    python -m dgunet bench --device cuda --train-step
+    python -m dgunet bench --train-step --size 128 --train-batch 2    # training paths (bench_train)
+    python -m dgunet bench --data --task deblurring --workers 8      # data loader (bench_data)
 """
 
 from __future__ import annotations
@@ -330,51 +331,6 @@ def machine() -> str:
     return text
 
 
-# ---------------------------------------------------------------- training step
-
-def time_train_step(args: argparse.Namespace, amp: bool) -> tuple[float, int]:
-    """Median seconds of one optimiser step on a (train_batch,C,S,S) crop; and peak CUDA bytes."""
-    from dgunet.losses import stage_loss
-
-    model = load_model(args).train()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
-    x, clean = bench_input(argparse.Namespace(**{**vars(args), "batch": args.train_batch}), False)
-    cuda = args.device == "cuda"
-    dtype = torch.float16 if cuda else torch.bfloat16
-    scaler = torch.amp.GradScaler(args.device, enabled=amp and cuda)
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        # The published merge would invert its Gram matrix in half precision under AMP.
-        with torch.autocast(args.device, dtype=dtype, enabled=amp), \
-                use_fast_merge(model) if amp else nullcontext():
-            loss = stage_loss(model(x), clean, args.task)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sync(args.device)
-
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(args.warmup + args.runs):
-        start = time.perf_counter()
-        step()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), torch.cuda.max_memory_allocated() if cuda else 0
-
-
-def train_table(args: argparse.Namespace) -> str:
-    lines = ["| training step | batch | median s/step | img/s | peak CUDA memory |", "|---|---|---|---|---|"]
-    for amp in (False, True):
-        seconds, peak = time_train_step(args, amp)
-        label = ("AMP fp16" if args.device == "cuda" else "AMP bf16") if amp else "fp32"
-        lines.append(f"| {label} | {args.train_batch}x{args.size[0]}x{args.size[1]} | {seconds:.3f} "
-                     f"| {args.train_batch / seconds:.2f} | {gib(peak) if peak else '-'} |")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------- command
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -398,8 +354,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", help="checkpoint to load (default: key-named weights)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
     parser.add_argument("--no-memory", action="store_true", help="skip the CPU memory child processes")
-    parser.add_argument("--train-step", action="store_true", help="also time a training step, fp32 and AMP")
-    parser.add_argument("--train-batch", type=int, default=4, help="batch of the training step (default 4)")
+    parser.add_argument("--train-step", action="store_true",
+                        help="time a training step along every speed path instead (dgunet.bench_train)")
+    parser.add_argument("--train-batch", type=int, default=2, help="batch of the training step (default 2)")
+    parser.add_argument("--train-paths", nargs="+", metavar="PATH",
+                        help="training paths to run (default all; published is always added)")
+    parser.add_argument("--data", action="store_true",
+                        help="time the training data loader instead (dgunet.bench_data; --workers, --data-dir)")
+    from dgunet.bench_data import add_arguments as add_data_arguments
+
+    add_data_arguments(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-out", help=argparse.SUPPRESS)
 
@@ -432,9 +396,20 @@ def run(args: argparse.Namespace) -> int:
         from dgunet.physics.timing import run_physics_bench
 
         return run_physics_bench(args.device, args.size[0], args.batch, args.warmup, args.runs)
+    if args.data:
+        from dgunet.bench_data import run_data_bench
+
+        print(f"machine: {machine()}")
+        print(run_data_bench(args))
+        return 0
     paths = check_args(args)
     print(f"machine: {machine()}")
     print(f"model: {get_variant(args.task, args.arch).label}, weights: {args.weights or 'key-named'}")
+    if args.train_step:
+        from dgunet.bench_train import run_train_bench
+
+        print(run_train_bench(args))
+        return 0
     base = load_model(args)
     inputs = {large: bench_input(args, large) for large in {p.large for p in paths}}
     # On CPU the large frames run once each, in the memory children (unless --no-memory).
@@ -463,7 +438,4 @@ def run(args: argparse.Namespace) -> int:
     if kernel_choices():
         chosen = ", ".join(f"{kind} {won}/{total}" for kind, (won, total) in kernel_choices().items())
         print(f"\nfast convs, shapes where the fast kernel beat oneDNN here: {chosen}")
-    if args.train_step:
-        print()
-        print(train_table(args))
     return 0

@@ -25,6 +25,8 @@ TASKS = ("deblurring", "deraining", "denoising", "cs")
 ARCHS = ("DGUNet", "DGUNet_plus")
 SCHEDULES = ("cosine", "multistep", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
+ADAM_KINDS = ("loop", "foreach", "fused")
+SPEEDS = ("published", "fast")
 
 
 def defaults() -> CN:
@@ -66,6 +68,9 @@ def defaults() -> CN:
     c.TRAIN.AMP = "none"  # none | bf16 | fp16 (fp16 uses a gradient scaler)
     c.TRAIN.CHANNELS_LAST = False
     c.TRAIN.COMPILE = False
+    c.TRAIN.ADAM = "loop"  # loop (published) | foreach | fused: Adam's kernel, same update
+    c.TRAIN.FAST_MERGE = False  # solve-based merge projection (same function, faster)
+    c.TRAIN.SPEED = "published"  # published: the keys above; fast: the fastest result-keeping preset
     c.TRAIN.CUDNN_BENCHMARK = True  # as published; set False for bit-repeatable GPU runs
     c.TRAIN.RESUME = False
     c.TRAIN.INIT_FROM = ""  # weights to start from (CS phase 2: phase 1's net_best.pkl)
@@ -304,6 +309,13 @@ def validate(cfg: CN) -> None:
            f"choose ACCUM_STEPS among the divisors of {o.BATCH_SIZE}")
     _check(t.WORKERS >= 0, f"TRAIN.WORKERS = {t.WORKERS} must be >= 0")
     _check(t.AMP in AMP_MODES, f"TRAIN.AMP = {t.AMP!r}; choose one of {', '.join(AMP_MODES)}")
+    _check(t.ADAM in ADAM_KINDS, f"TRAIN.ADAM = {t.ADAM!r}; choose one of {', '.join(ADAM_KINDS)}")
+    _check(t.SPEED in SPEEDS, f"TRAIN.SPEED = {t.SPEED!r}; choose one of {', '.join(SPEEDS)}")
+    hand_picked = [k for k, default in (("AMP", "none"), ("CHANNELS_LAST", False), ("COMPILE", False),
+                                        ("ADAM", "loop"), ("FAST_MERGE", False)) if t[k] != default]
+    _check(t.SPEED != "fast" or not hand_picked,
+           f"TRAIN.SPEED = fast chooses the speed options itself, but TRAIN.{', TRAIN.'.join(hand_picked)} "
+           f"{'is' if len(hand_picked) == 1 else 'are'} also set; drop them, or set TRAIN.SPEED published")
     _check(t.SAVE_EVERY >= 0 and t.KEEP_LAST_K >= 0, "TRAIN.SAVE_EVERY and TRAIN.KEEP_LAST_K must be >= 0")
     _check(t.STOP_AT_EPOCH >= 0, f"TRAIN.STOP_AT_EPOCH = {t.STOP_AT_EPOCH} must be >= 0")
     _check(t.PRINT_EVERY >= 0, f"TRAIN.PRINT_EVERY = {t.PRINT_EVERY} must be >= 0")

@@ -1,7 +1,7 @@
 """Training engine: `main` behind every task's train.py, and `train(cfg)` for programs.
 
     python Deblurring/train.py [--config training.yml] [--arch DGUNet|DGUNet_plus] [--resume]
-                               [--amp bf16|fp16] [--accum-steps N] [--opts KEY VALUE ...]
+                               [--amp bf16|fp16] [--fast] [--accum-steps N] [--opts KEY VALUE ...]
     python Compressive_Sensing/train.py --cs-ratio 10 [--phase 1|2] [--init-from PATH] ...
     torchrun --nproc_per_node 2 Deblurring/train.py ...
 
@@ -37,6 +37,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in the output folder from its model_latest.pth")
     parser.add_argument("--amp", choices=["none", "bf16", "fp16"], help="mixed precision (TRAIN.AMP)")
+    parser.add_argument("--fast", action="store_true",
+                        help="TRAIN.SPEED fast: the fastest options that keep results on this device "
+                             "(bf16 AMP + channels_last where native, fused/foreach Adam, fast merge)")
     parser.add_argument("--accum-steps", type=int, help="gradient accumulation steps (TRAIN.ACCUM_STEPS)")
     if task == "cs":
         parser.add_argument("--cs-ratio", type=float, help="sampling ratio in percent (MODEL.CS_RATIO)")
@@ -72,6 +75,8 @@ def config_from_args(task: str, default_config: str | Path, argv: Sequence[str] 
         overrides["TRAIN"]["RESUME"] = True
     if args.amp:
         overrides["TRAIN"]["AMP"] = args.amp
+    if args.fast:
+        overrides["TRAIN"]["SPEED"] = "fast"
     if args.accum_steps is not None:
         overrides["TRAIN"]["ACCUM_STEPS"] = args.accum_steps
     if task == "cs":

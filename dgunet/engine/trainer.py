@@ -48,12 +48,10 @@ from dgunet.engine.distributed import (
     teardown,
 )
 from dgunet.engine.records import Records, read_metrics
+from dgunet.engine.speed import AMP_DTYPES, SpeedOptions, make_adam, prepare_model, speed_options
 from dgunet.errors import CheckpointError, ConfigError, DGUNetError
 from dgunet.losses import mixup, stage_loss
 from dgunet.models import build_model
-from dgunet.models.blocks import MergeBlock, subspace_projection
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(DGUNetError):
@@ -91,13 +89,6 @@ def initial_step(cfg, scheduler) -> None:
         scheduler.step()
 
 
-def _fp32_projection(basis: Tensor, feats: Tensor) -> Tensor:
-    """The merge block's 16x16 Gram inverse in float32 under AMP: it is ill-conditioned in half
-    precision, and torch.linalg.inv has no float16 kernel."""
-    with torch.autocast(basis.device.type, enabled=False):
-        return subspace_projection(basis.float(), feats.float())
-
-
 def compute_loss(outputs: list[Tensor], target: Tensor, cfg) -> Tensor:
     """The task's published objective, in float32 whatever the autocast dtype."""
     outputs = [o.float() for o in outputs]
@@ -121,6 +112,7 @@ class Engine:
     scheduler: object
     scaler: torch.amp.GradScaler
     amp_dtype: torch.dtype | None = None
+    speed: SpeedOptions = field(default_factory=SpeedOptions)
 
     def autocast(self) -> AbstractContextManager:
         if self.amp_dtype is None:
@@ -129,26 +121,21 @@ class Engine:
 
     def to_device(self, x: Tensor) -> Tensor:
         x = x.to(self.device, non_blocking=True)
-        if self.cfg.TRAIN.CHANNELS_LAST:
+        if self.speed.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
 
 def build_engine(cfg, env: DistEnv, device: torch.device) -> Engine:
     seed_everything(cfg.TRAIN.SEED)  # same initial weights on every rank and every run
-    raw = build_model_from_cfg(cfg).to(device)
-    if cfg.TRAIN.CHANNELS_LAST:
-        raw = raw.to(memory_format=torch.channels_last)
-    amp_dtype = AMP_DTYPES[cfg.TRAIN.AMP]
-    if amp_dtype is not None:
-        for module in raw.modules():
-            if isinstance(module, MergeBlock):
-                module.projection = _fp32_projection
+    speed = speed_options(cfg, device)  # TRAIN.SPEED's preset or the TRAIN keys (dgunet.engine.speed)
+    raw = prepare_model(build_model_from_cfg(cfg).to(device), speed)
+    amp_dtype = AMP_DTYPES[speed.amp]
     o = cfg.OPTIM
-    optimizer = torch.optim.Adam(raw.parameters(), lr=o.LR_INITIAL, betas=tuple(o.BETAS), eps=o.EPS,
-                                 weight_decay=o.WEIGHT_DECAY)
+    optimizer = make_adam(raw.parameters(), speed, lr=o.LR_INITIAL, betas=o.BETAS, eps=o.EPS,
+                          weight_decay=o.WEIGHT_DECAY)
     scheduler = build_scheduler(cfg, optimizer)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.TRAIN.AMP == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=speed.amp == "fp16")
     ddp = None
     model = raw
     if env.enabled:
@@ -157,9 +144,9 @@ def build_engine(cfg, env: DistEnv, device: torch.device) -> Engine:
         ddp = DDP(raw, device_ids=[device.index] if device.type == "cuda" else None,
                   find_unused_parameters=True)
         model = ddp
-    if cfg.TRAIN.COMPILE:
+    if speed.compile:
         model = torch.compile(model)
-    return Engine(cfg, env, device, raw, model, ddp, optimizer, scheduler, scaler, amp_dtype)
+    return Engine(cfg, env, device, raw, model, ddp, optimizer, scheduler, scaler, amp_dtype, speed)
 
 
 @dataclass
@@ -327,8 +314,7 @@ def _describe_start(cfg, eng: Engine, plan, steps: int, samples: int, first: int
         plan.describe(),
         f"{samples} training samples -> {steps} optimizer steps per epoch; epochs {first}..{last} "
         f"of {cfg.OPTIM.NUM_EPOCHS}; patch {cfg.TRAIN.PATCH_SIZE}",
-        f"amp {cfg.TRAIN.AMP}, channels_last {cfg.TRAIN.CHANNELS_LAST}, compile {cfg.TRAIN.COMPILE}; "
-        f"output {out}",
+        f"speed {cfg.TRAIN.SPEED}: {eng.speed.describe()}; output {out}",
     ])
 
 
