@@ -52,6 +52,13 @@ class Same:
         return y
 
 
+class SmoothingDagger(Same):
+    """A same-size operator whose A_dagger is not y (like Blur's regularised inverse)."""
+
+    def A_dagger(self, y):
+        return F.avg_pool2d(y, 3, stride=1, padding=1)
+
+
 def _resblock_pair(seed: int = 0):
     torch.manual_seed(seed)
     model = build_model("deblurring", "DGUNet", **SMALL)
@@ -102,12 +109,13 @@ def test_every_mode_has_the_published_parameters(arch):
 
 @pytest.mark.parametrize("arch", ["DGUNet", "DGUNet_plus"])
 def test_learned_mode_with_a_same_size_operator_is_the_published_forward(arch, one_thread):
+    """A blind model ignores what a same-size operator knows (its A_dagger too): it sees y only."""
     torch.manual_seed(0)
     model = build_model("deblurring", arch, **SMALL).eval()
     y = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         blind = model(y)
-        given = model(y, physics=Same())
+        given = model(y, physics=SmoothingDagger())
     for a, b in zip(blind, given, strict=True):
         assert torch.equal(a, b)
 
@@ -133,6 +141,9 @@ def test_stage_one_starts_from_the_adjoint_without_a_dagger():
     y = torch.rand(1, 3, 16, 16)
     obs = observe(y, op, "known", min_size=16, multiple=8)
     assert torch.equal(obs.x0, op.A_adjoint(y))
+    assert torch.equal(observe(y, SmoothingDagger(), "known", 16, 8).x0, SmoothingDagger().A_dagger(y))
+    # A blind model given a measurement-space operator starts from A_dagger too (e.g. bicubic for SR).
+    assert torch.equal(observe(y, op, "learned", 16, 8).x0, op.A_adjoint(y))
 
 
 def test_known_needs_an_operator():

@@ -365,3 +365,19 @@ def test_physics_bench_reports_each_operator_share(one_thread):
     assert all(t.seconds > 0 for t in timings)
     text = report(timings, 32, 1)
     assert "Blur 25x25 circular (FFT)" in text and "Downsample x4 bicubic" in text and "flags:" in text
+
+
+def test_circular_blur_dagger_minimises_the_regularised_objective():
+    """A_dagger(y) = argmin ||k*x - y||^2 + eps ||grad x||^2: the objective's autograd gradient vanishes
+    there (forward differences written independently with torch.roll), and the mean is kept."""
+    gen = torch.Generator().manual_seed(5)
+    kernel = torch.rand(2, 1, 7, 7, generator=gen, dtype=torch.float64)
+    kernel = kernel / kernel.sum(dim=(-2, -1), keepdim=True)
+    op = physics.Blur(kernel, padding="circular", dagger_eps=0.03)
+    y = torch.rand(2, 3, 20, 17, generator=gen, dtype=torch.float64)
+    x = op.A_dagger(y).requires_grad_(True)
+    dx, dy = torch.roll(x, -1, dims=-1) - x, torch.roll(x, -1, dims=-2) - x
+    objective = (op.A(x) - y).pow(2).sum() + 0.03 * (dx.pow(2).sum() + dy.pow(2).sum())
+    (grad,) = torch.autograd.grad(objective, x)
+    assert grad.abs().max() < 1e-10
+    torch.testing.assert_close(x.detach().mean(dim=(-2, -1)), y.mean(dim=(-2, -1)), rtol=0, atol=1e-12)

@@ -18,6 +18,10 @@ modes have the same parameters and a published checkpoint initialises any of the
 
 An operator is anything with `A(x)` and `A_adjoint(y)` (dgunet.physics, deepinv's physics, your
 own); `A_dagger(y)`, when present, gives the image-space start x0, else `A_adjoint(y)` does.
+
+A "learned" (blind) model given an operator uses it only to bring y to image size: when y already
+has the image's size (blur, noise) it starts from y alone, exactly as published; otherwise (SR)
+from A_dagger(y), e.g. the bicubic upsampling, the usual input of a blind SR network.
 """
 
 from __future__ import annotations
@@ -68,6 +72,8 @@ def observe(y: Tensor, physics, mode: str, min_size: int, multiple: int) -> Obse
     if missing:
         raise PhysicsError(f"the operator {type(physics).__name__} has no {' or '.join(missing)}; an operator "
                            f"needs A(x) and A_adjoint(y) (see docs/physics.md)")
+    if mode == "learned" and physics.A_adjoint(y).shape == y.shape:
+        return Observation(y, y, None, mode)  # blind: the operator's knowledge is not used
     x0 = initial_estimate(physics, y)
     h, w = x0.shape[-2:]
     if x0.dim() != 4 or h % multiple or w % multiple or min(h, w) < min_size:
