@@ -57,10 +57,11 @@ def write_stand_in(root: Path, task: str, count: int, size: tuple[int, int] | No
     return root
 
 
-def task_config(task: str, data_dir: Path, batch: int, workers: int, repeat: int = 1):
-    """The task's training.yml with the given data folder, batch, workers and data repetition."""
+def task_config(task: str, data_dir: Path, batch: int, workers: int, repeat: int = 1,
+                cache: Path | None = None):
+    """The task's training.yml with the given data folder, batch, workers, data repetition, decode cache."""
     yml = Path(__file__).resolve().parents[1] / TASK_DIRS[task] / "training.yml"
-    data = {"TRAIN_DIR": str(data_dir.resolve())}
+    data = {"TRAIN_DIR": str(data_dir.resolve()), "DECODE_CACHE": str(cache or "")}
     if task == "cs":
         data["CROPS_PER_IMAGE"] = repeat * 200
     else:
@@ -76,11 +77,13 @@ def skipped_batches(workers: int, prefetch: int = 2) -> int:
     return 1 + prefetch * workers
 
 
-def loader_rate(task: str, data_dir: Path, batch: int, workers: int, batches: int) -> float:
+def loader_rate(task: str, data_dir: Path, batch: int, workers: int, batches: int, cache: Path | None = None
+                ) -> float:
     """Steady-state images/s of the training loader over `batches` batches."""
     need = (skipped_batches(workers) + batches) * batch
     files = len(list(data_dir.glob("*.png"))) or len(list((data_dir / "target").glob("*")))
-    cfg = task_config(task, data_dir, batch, workers, repeat=max(1, math.ceil(need / max(files, 1))))
+    repeat = max(1, math.ceil(need / max(files, 1)))
+    cfg = task_config(task, data_dir, batch, workers, repeat=repeat, cache=cache)
     dataset = train_set(cfg)
     loader, sampler = train_loader(dataset, batch_plan(batch, 1, 1), DistEnv(), cfg, torch.device("cpu"))
     sampler.set_epoch(1)
@@ -117,17 +120,31 @@ def run_data_bench(args: argparse.Namespace) -> str:
                                                                              args.stand_in_count)
         source = args.data_dir or (f"stand-in: {args.stand_in_count} {args.task} images of "
                                    f"{'x'.join(map(str, STAND_IN_SIZES[args.task]))} px")
-        rates = {w: loader_rate(args.task, data_dir, args.train_batch, w, args.data_batches)
-                 for w in worker_counts(args.workers)}
+        counts = worker_counts(args.workers)
+        rates = {w: loader_rate(args.task, data_dir, args.train_batch, w, args.data_batches) for w in counts}
+        cached = {}
+        if args.decode_cache and args.task != "cs":  # CS keeps its images in memory already
+            cache = Path(tmp) / "decode_cache"
+            fill = train_set(task_config(args.task, data_dir, args.train_batch, 0, cache=cache))
+            for i in range(len(fill)):  # one pass decodes every file once (not timed)
+                fill[i]
+            cached = {w: loader_rate(args.task, data_dir, args.train_batch, w, args.data_batches, cache)
+                      for w in counts}
     lines = [f"data: {source}; batch {args.train_batch}, {args.data_batches} batches timed per row, "
              f"{torch.get_num_threads()} torch threads in the main process", "",
-             "| workers | images/s | vs 0 workers |", "|---|---|---|"]
-    lines += [f"| {w} | {r:.1f} | {r / rates[0]:.2f}x |" for w, r in rates.items()]
-    one = rates.get(1, rates[0])
-    lines += ["", f"one worker: {one:.1f} images/s; rule: workers = ceil(GPU images/s / {one:.1f}) + 1"]
-    for rate in args.step_rates:
-        lines.append(f"  a GPU training at {rate:g} images/s needs {workers_needed(rate, one)} workers "
-                     f"(and as many free CPU cores)")
+             "| workers | images/s | vs 0 workers |" + (" images/s, DATA.DECODE_CACHE |" if cached else ""),
+             "|---|---|---|" + ("---|" if cached else "")]
+    lines += [f"| {w} | {r:.1f} | {r / rates[0]:.2f}x |" + (f" {cached[w]:.1f} |" if cached else "")
+              for w, r in rates.items()]
+    for label, table in (("", rates), (" with the decode cache", cached)):
+        if not table:
+            continue
+        one = table.get(1, table[0])
+        lines += ["", f"one worker{label}: {one:.1f} images/s; "
+                      f"rule: workers = ceil(GPU images/s / {one:.1f}) + 1"]
+        for rate in args.step_rates:
+            lines.append(f"  a GPU training at {rate:g} images/s needs {workers_needed(rate, one)} workers "
+                         f"(and as many free CPU cores)")
     return "\n".join(lines)
 
 
@@ -136,5 +153,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="--data: training folder (default: a stand-in of published sizes)")
     parser.add_argument("--data-batches", type=int, default=8, help="--data: batches timed per row (default 8)")
     parser.add_argument("--stand-in-count", type=int, default=24, help="--data: stand-in images (default 24)")
+    parser.add_argument("--decode-cache", action="store_true",
+                        help="--data: also time the loader with DATA.DECODE_CACHE (filled first, untimed)")
     parser.add_argument("--step-rates", type=float, nargs="*", default=[20.0, 66.0],
                         help="--data: GPU training rates (images/s) to size the workers for")

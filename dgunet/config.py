@@ -88,6 +88,7 @@ def defaults() -> CN:
     c.DATA.VAL_DIR = "Datasets/test/GoPro"  # empty: no validation
     c.DATA.SATURATION_AUG = True  # deblurring only in the paper
     c.DATA.LENGTH_MULTIPLIER = 1  # the training set repeated this many times per epoch
+    c.DATA.DECODE_CACHE = ""  # folder: decode each training image once into .npy (same samples, faster)
     c.DATA.MIXUP_FROM_EPOCH = 0  # MixUp from this epoch on (denoising: 6); 0: off
     c.DATA.MIXUP_ALPHA = 0.6
     c.DATA.CROPS_PER_IMAGE = 200  # compressive sensing

@@ -212,3 +212,25 @@ def test_gpu_check_refuses_cuda_without_a_gpu(capsys):
         pytest.skip("this machine has a GPU")
     assert main(["--device", "cuda"]) == 2
     assert "--device cpu --quick" in capsys.readouterr().err
+
+
+def test_decode_cache_yields_the_same_samples(tmp_path):
+    import cv2
+
+    from dgunet.data.paired import PairedImageDataset
+
+    root = write_stand_in(tmp_path / "train", "deblurring", 3, size=(56, 40))
+    plain = PairedImageDataset(root, 32, mode="train", saturation_aug=True)
+    cached = PairedImageDataset(root, 32, mode="train", saturation_aug=True, decode_cache=tmp_path / "cache")
+    for epoch in (1, 2):  # the second epoch reads the cache
+        plain.set_epoch(epoch)
+        cached.set_epoch(epoch)
+        for i in range(len(plain)):
+            (a_tgt, a_inp, a_name), (b_tgt, b_inp, b_name) = plain[i], cached[i]
+            assert torch.equal(a_tgt, b_tgt) and torch.equal(a_inp, b_inp) and a_name == b_name
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 6
+    # An edited image is decoded again, not served stale from the cache.
+    target = root / "target" / "img000.png"
+    cv2.imwrite(str(target), 255 - cv2.imread(str(target)))
+    fresh = PairedImageDataset(root, None, mode="val", decode_cache=tmp_path / "cache")
+    assert torch.equal(fresh[0][0], PairedImageDataset(root, None, mode="val")[0][0])

@@ -57,15 +57,25 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     channels=1 -> (1, H, W) luma 0.299 R + 0.587 G + 0.114 B (unrounded; the gray value
     itself for gray files).
     """
-    path = Path(path)
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
+    return image_from_array(decode_image(path), path, channels)
+
+
+def decode_image(path: str | os.PathLike) -> np.ndarray:
+    """The file's pixels as OpenCV decodes them: (H, W) or (H, W, C) BGR(A), its own dtype."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"image {path} not found; check the data set folder")
     array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if array is None or array.size == 0:
         raise DataError(f"cannot read image {path}; the file is damaged or not an image")
-    array = _scale(array, path)
+    return array
+
+
+def image_from_array(array: np.ndarray, path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
+    """`read_image`'s conversion of decoded pixels (see `decode_image`); `path` names errors."""
+    array = _scale(np.asarray(array), Path(path))
     if channels == 1 and (array.ndim == 2 or array.shape[2] == 1):
         # Gray files keep their exact values (float luma weights do not sum to exactly 1).
         return torch.from_numpy(np.ascontiguousarray(array.reshape(1, *array.shape[:2])))

@@ -22,6 +22,7 @@ from dgunet.data.augment import (
     random_crop,
     random_saturation_factor,
 )
+from dgunet.data.decode_cache import read_image_cached
 from dgunet.data.io import list_images, read_image
 from dgunet.errors import ConfigError, DataError
 
@@ -104,6 +105,7 @@ class PairedImageDataset(Dataset):
         in_dir: str = "input",
         tgt_dir: str = "target",
         seed: int = 1234,
+        decode_cache: str | os.PathLike | None = None,
     ) -> None:
         if mode not in ("train", "val"):
             raise ConfigError(f"dataset mode must be 'train' or 'val', got {mode!r}")
@@ -117,6 +119,7 @@ class PairedImageDataset(Dataset):
         self.saturation_aug = saturation_aug
         self.length_multiplier = length_multiplier
         self.seed = seed
+        self.decode_cache = Path(decode_cache) if decode_cache else None  # dgunet.data.decode_cache
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -127,7 +130,10 @@ class PairedImageDataset(Dataset):
 
     def _load(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
         inp_path, tgt_path = self.pairs[index % len(self.pairs)]
-        inp, tgt = read_image(inp_path), read_image(tgt_path)
+        if self.decode_cache is None:
+            inp, tgt = read_image(inp_path), read_image(tgt_path)
+        else:
+            inp, tgt = (read_image_cached(p, self.decode_cache) for p in (inp_path, tgt_path))
         if inp.shape != tgt.shape:
             raise DataError(
                 f"{inp_path} is {inp.shape[2]}x{inp.shape[1]} but {tgt_path} is "

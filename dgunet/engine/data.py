@@ -36,9 +36,11 @@ def train_set(cfg) -> Dataset:
     if spec is not None:  # known operator: clean images degraded on the fly
         return SyntheticDataset(root, spec, cfg.TRAIN.PATCH_SIZE, mode="train", seed=cfg.TRAIN.SEED,
                                 length_multiplier=cfg.DATA.LENGTH_MULTIPLIER)
+    cache = resolve_path(cfg, cfg.DATA.DECODE_CACHE) if cfg.DATA.DECODE_CACHE else None
     return PairedImageDataset(root, cfg.TRAIN.PATCH_SIZE, mode="train",
                               saturation_aug=cfg.DATA.SATURATION_AUG,
-                              length_multiplier=cfg.DATA.LENGTH_MULTIPLIER, seed=cfg.TRAIN.SEED)
+                              length_multiplier=cfg.DATA.LENGTH_MULTIPLIER, seed=cfg.TRAIN.SEED,
+                              decode_cache=cache)
 
 
 def val_set(cfg) -> Dataset | list[np.ndarray] | None:
