@@ -218,9 +218,7 @@ def run_train_bench(args: argparse.Namespace) -> str:
     flops = train_flops(base, x, clean, args.task)
     peaks = peak_flops(args.device, threads=torch.get_num_threads())
     notes.append(f"training step: batch {args.train_batch} of {args.size[1]}x{args.size[0]}, "
-                 f"{flops / 1e9:.1f} GFLOP per step (forward + backward, convs and matmuls); "
-                 f"peaks for MFU: {peaks.get('source', '-')}, "
-                 + ", ".join(f"{k} {format_flops(v)}FLOP/s" for k, v in peaks.items() if k != "source"))
+                 f"{flops / 1e9:.1f} GFLOP per step (forward + backward, convs and matmuls)")
     if args.compile:
         notes.append(f"torch.compile graph breaks in the forward: {graph_breaks(copy.deepcopy(base), x)}")
     steppers = [make_stepper(base, p, x, clean, args.task) for p in paths]
@@ -228,8 +226,13 @@ def run_train_bench(args: argparse.Namespace) -> str:
     print(f"timing training paths {', '.join(first)}: {args.warmup} warm-up + {args.runs} steps each, in turns",
           flush=True)
     times = time_paths(steppers, args.warmup, args.runs)
+    if args.device == "cpu":  # other jobs may have slowed the first GEMM measurement: keep the best
+        again = peak_flops(args.device)
+        peaks.update({k: max(v, again[k]) for k, v in peaks.items() if k != "source"})
     rows = [TrainRow(s.path, times[s.path.name], first[s.path.name]) for s in steppers]
     if not args.no_memory:
         for row, s in zip(rows, steppers, strict=True):
             row.memory = peak_memory(s, args.device)
+    notes.append(f"peaks for MFU: {peaks.get('source', '-')}, "
+                 + ", ".join(f"{k} {format_flops(v)}FLOP/s" for k, v in peaks.items() if k != "source"))
     return "\n".join(notes) + "\n\n" + train_table(rows, args.train_batch, flops, peaks)

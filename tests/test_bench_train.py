@@ -100,6 +100,7 @@ def test_every_fp32_path_computes_the_published_step():
     """Same weights, same batch: the first loss and the gradients of every fp32 path equal the
     published ones up to rounding (the fast merge is the same function, so is channels_last;
     the Adam kernels are compared in test_adam_kernels_make_the_same_update)."""
+    torch.manual_seed(0)
     base = build_model("deblurring", "DGUNet", **TINY)
     x, clean = tiny_batch()
     paths = [p for p in train_paths("cpu", with_compile=False) if p.opts.amp == "none"]
@@ -107,12 +108,16 @@ def test_every_fp32_path_computes_the_published_step():
     losses = {name: float(s.step()) for name, s in steppers.items()}
     grads = {name: {k: p.grad for k, p in s.model.named_parameters() if p.grad is not None}
              for name, s in steppers.items()}
+    ref = grads["published"]
+    flat_ref = torch.cat([g.flatten() for g in ref.values()])
     for name in steppers:
         assert losses[name] == pytest.approx(losses["published"], rel=1e-5), name
-        assert grads[name].keys() == grads["published"].keys()
-        for key, ref in grads["published"].items():  # relative to the tensor's scale
-            error = (grads[name][key] - ref).abs().max().item()
-            assert error <= 1e-3 * ref.abs().max().item() + 1e-12, f"{name} {key}: {error}"
+        assert grads[name].keys() == ref.keys()
+        flat = torch.cat([grads[name][k].flatten() for k in ref])
+        assert (flat - flat_ref).norm() <= 1e-4 * flat_ref.norm(), name
+        for key, g in ref.items():  # and no tensor off by more than rounding at its own scale
+            error = (grads[name][key] - g).abs().max().item()
+            assert error <= 1e-2 * g.abs().max().item() + 1e-6 * flat_ref.abs().max().item(), f"{name} {key}"
 
 
 def test_bf16_path_trains_and_stays_close():
