@@ -94,16 +94,21 @@ def _cpu_bf16() -> bool:
     return cpu_has_fast_bf16()
 
 
-def run_step(step: Step) -> Outcome:
+def run_step(step: Step, seconds_left: float) -> Outcome:
+    """Run one step within its own limit and what is left of the whole check's budget."""
+    limit = int(min(step.timeout, seconds_left))
+    if limit < 10:
+        print(f"-- {step.name}: SKIPPED, the check's time budget is spent", flush=True)
+        return Outcome(step, False, 0.0, "skipped: the check's time budget (--budget) was spent")
     print(f"== {step.name}: python {' '.join(step.args)}", flush=True)
     start = time.perf_counter()
     try:
         proc = subprocess.run([sys.executable, *step.args], cwd=REPO, capture_output=True, text=True,
-                              timeout=step.timeout)
+                              timeout=limit)
         ok, output = proc.returncode == 0, proc.stdout + (proc.stderr[-3000:] if proc.returncode else "")
     except subprocess.TimeoutExpired as err:
-        ok, output = False, f"{err.stdout or ''}\ntimed out after {step.timeout} s"
-        output = output if isinstance(output, str) else output.decode(errors="replace")
+        partial = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
+        ok, output = False, f"{partial}\ntimed out after {limit} s"
     seconds = time.perf_counter() - start
     print(output.rstrip(), flush=True)
     print(f"-- {step.name}: {'passed' if ok else 'FAILED'} in {seconds:.0f} s", flush=True)
@@ -146,13 +151,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one run each (about a minute)")
     parser.add_argument("--docs", help="markdown file to write the results into (default docs/benchmarks.md, "
                                        "not written with --quick)")
+    parser.add_argument("--budget", type=float, default=0.0,
+                        help="seconds for the whole check (default 480; full CPU check 3600); "
+                             "steps past it are skipped and count as failed")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA GPU; use --device cpu --quick to check this machine",
               file=sys.stderr)
         return 2
     start = time.perf_counter()
-    outcomes = [run_step(step) for step in plan(args.device, args.quick)]
+    budget = args.budget or (3600.0 if args.device == "cpu" and not args.quick else 480.0)
+    steps = plan(args.device, args.quick)
+    outcomes = [run_step(step, budget - (time.perf_counter() - start)) for step in steps]
     docs = Path(args.docs) if args.docs else (None if args.quick else REPO / "docs" / "benchmarks.md")
     if docs is not None:
         old = docs.read_text(encoding="utf-8") if docs.is_file() else ""

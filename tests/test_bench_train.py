@@ -239,3 +239,16 @@ def test_decode_cache_yields_the_same_samples(tmp_path):
     cv2.imwrite(str(target), 255 - cv2.imread(str(target)))
     fresh = PairedImageDataset(root, None, mode="val", decode_cache=tmp_path / "cache")
     assert torch.equal(fresh[0][0], PairedImageDataset(root, None, mode="val")[0][0])
+
+
+@pytest.mark.slow
+def test_gpu_check_steps_fail_on_errors_timeouts_and_a_spent_budget(capsys):
+    from dgunet.gpucheck import Step, run_step
+
+    assert run_step(Step("ok", ["-c", "print('fine')"], 60), seconds_left=60).ok
+    failed = run_step(Step("exit 3", ["-c", "import sys; sys.exit(3)"], 60), seconds_left=60)
+    slow = run_step(Step("sleeps", ["-c", "import time; print('started', flush=True); time.sleep(30)"], 11),
+                    seconds_left=60)
+    skipped = run_step(Step("late", ["-c", "print('never')"], 60), seconds_left=5)
+    assert not failed.ok and not slow.ok and "timed out after 11 s" in slow.output
+    assert not skipped.ok and "budget" in skipped.output
