@@ -21,7 +21,8 @@ from yacs.config import CfgNode as CN
 
 from dgunet.errors import ConfigError
 
-TASKS = ("deblurring", "deraining", "denoising", "cs")
+TASKS = ("deblurring", "deraining", "denoising", "cs", "sr")
+GRADIENTS = ("learned", "known", "known+learned")
 ARCHS = ("DGUNet", "DGUNet_plus")
 SCHEDULES = ("cosine", "multistep", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -44,6 +45,13 @@ def defaults() -> CN:
     c.MODEL.SCALE_UNETFEATS = 0
     c.MODEL.SCALE_ORSNETFEATS = 0
     c.MODEL.CS_RATIO = 25.0  # percent; compressive sensing only
+    # Gradient step of the image models: learned (published) | known | known+learned (the
+    # degradation operator of each sample is given to the model; see dgunet/models/gradient.py).
+    c.MODEL.GRADIENT = "learned"
+    # Compressive sensing sampling matrix: learned (published) | fixed (seeded Gaussian,
+    # dgunet.physics.CompressedSensing with seed MODEL.PHI_SEED).
+    c.MODEL.PHI = "learned"
+    c.MODEL.PHI_SEED = 0
 
     c.OPTIM = CN()
     c.OPTIM.BATCH_SIZE = 16  # the global batch: one optimizer step sees this many samples
@@ -265,6 +273,10 @@ def validate(cfg: CN) -> None:
     arch = m.ARCH.replace("+", "_plus")
     _check(arch.lower() in (a.lower() for a in ARCHS),
            f"MODEL.ARCH = {m.ARCH!r}; choose DGUNet or DGUNet_plus")
+    _check(m.GRADIENT in GRADIENTS, f"MODEL.GRADIENT = {m.GRADIENT!r}; choose one of {', '.join(GRADIENTS)}")
+    _check(m.GRADIENT == "learned" or m.TASK != "cs", "MODEL.GRADIENT applies to the image tasks; compressive "
+           "sensing always knows its sampling: choose it with MODEL.PHI learned | fixed")
+    _check(m.PHI in ("learned", "fixed"), f"MODEL.PHI = {m.PHI!r}; choose learned or fixed")
     for key in ("N_FEAT", "SCALE_UNETFEATS", "SCALE_ORSNETFEATS"):
         _check(m[key] >= 0, f"MODEL.{key} = {m[key]} must be >= 0 (0: the published width)")
     if m.TASK == "cs":
@@ -358,7 +370,7 @@ def known_multiple(cfg: CN) -> int:
 def validate_degrade(cfg: CN) -> None:
     """The DEGRADE section: synthetic known-operator training (dgunet.data.synthetic)."""
     g, m = cfg.DEGRADE, cfg.MODEL
-    gradient = m.get("GRADIENT", "learned")
+    gradient = m.GRADIENT
     if m.TASK == "sr":
         _check(g.KIND == "sr", f"MODEL.TASK = sr trains on synthetic degradations: set DEGRADE.KIND sr "
                f"(got {g.KIND!r})")

@@ -32,9 +32,9 @@ from warmup_scheduler import GradualWarmupScheduler
 from dgunet.checkpoint import load_weights, save_atomic
 from dgunet.config import canonical_arch, config_from_yaml_string, cosine_t_max, output_dir, resolve_path
 from dgunet.data.seeding import seed_everything
+from dgunet.data.synthetic import DegradeSpec
 from dgunet.engine import checkpointing as ckpts
 from dgunet.engine import snapshots
-from dgunet.data.synthetic import DegradeSpec
 from dgunet.engine.data import default_phase1_weights, split_batch, train_loader, train_set, val_set, validate
 from dgunet.engine.distributed import (
     DistEnv,
@@ -68,6 +68,10 @@ def build_model_from_cfg(cfg) -> nn.Module:
     overrides = {k: v for k, v in widths.items() if v}
     if m.TASK == "cs":
         overrides["cs_ratio"] = m.CS_RATIO
+        if m.PHI != "learned":  # published models take no such argument: pass only what differs
+            overrides.update(phi=m.PHI, phi_seed=m.PHI_SEED)
+    elif m.GRADIENT != "learned":
+        overrides["gradient"] = m.GRADIENT
     return build_model(m.TASK, canonical_arch(m.ARCH), **overrides)
 
 
