@@ -24,7 +24,7 @@ from dgunet.errors import DGUNetError
 __all__ = ["TrainResult", "build_parser", "config_from_args", "main", "train"]
 
 TASK_DIRS = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising": "Denoising",
-             "cs": "Compressive_Sensing"}
+             "cs": "Compressive_Sensing", "sr": "Super_Resolution"}
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
