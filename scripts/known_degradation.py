@@ -1,0 +1,307 @@
+"""Evidence that the known-operator gradient step pays (docs/known_degradation.md).
+
+On photos that scikit-image ships, with equal parameters and an equal training budget (the same
+number of optimizer steps on the same samples), this script trains on a CPU with the real
+`train.py` and the task configs:
+  deblur-known    Deblurring/training_nonblind.yml, MODEL.GRADIENT known
+  deblur-blind    the same, MODEL.GRADIENT learned (the published, blind step)
+  sr-x2, sr-x4    Super_Resolution/training.yml, MODEL.GRADIENT known
+then tests them on the fixed benchmark cases of `dgunet.benchmarks` (12 kernels never drawn in
+training, noise 1% and 3%; bicubic x2 / x4) on held-out photos, next to the classical baselines
+(Wiener with the true kernel, the operator's regularised inverse A_dagger, bicubic), and writes
+the tables, per-stage curves and a stage strip.
+
+    python scripts/known_degradation.py --out known_out            # ~25 min on 2 cores
+    python scripts/known_degradation.py --out /tmp/k --quick       # a few steps: checks the plumbing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_PHOTOS = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "page", "text",
+                "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
+WIDTHS = ["MODEL.N_FEAT", "16", "MODEL.SCALE_UNETFEATS", "8", "MODEL.SCALE_ORSNETFEATS", "8"]
+
+
+def budget(quick: bool) -> dict[str, str]:
+    """Steps = EPOCHS * len(TRAIN_PHOTOS) * LENGTH_MULTIPLIER / BATCH_SIZE, the same for every model."""
+    if quick:
+        return {"OPTIM.NUM_EPOCHS": "1", "DATA.LENGTH_MULTIPLIER": "1"}  # 13 / 4 = 3 steps
+    return {"OPTIM.NUM_EPOCHS": "5", "DATA.LENGTH_MULTIPLIER": "32"}  # 5 * 416 / 4 = 520 steps
+
+
+RUNS = {  # name: (task folder, config, gradient, extra opts)
+    "deblur-known": ("Deblurring", "training_nonblind.yml", "known", []),
+    "deblur-blind": ("Deblurring", "training_nonblind.yml", "learned", []),
+    "sr-x2": ("Super_Resolution", "training.yml", "known", ["DEGRADE.SCALE", "2"]),
+    "sr-x4": ("Super_Resolution", "training.yml", "known", ["DEGRADE.SCALE", "4"]),
+}
+
+
+# ---------------------------------------------------------------- data and training
+
+def write_training_photos(folder: Path) -> None:
+    """The training photos as PNGs (gray ones repeated over RGB); none of them is a test photo."""
+    import skimage.data
+
+    from dgunet.data.io import save_png_atomic
+
+    for name in TRAIN_PHOTOS:
+        path = folder / f"{name}.png"
+        if not path.exists():
+            img = getattr(skimage.data, name)()
+            img = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img[..., :3]
+            save_png_atomic(path, np.ascontiguousarray(img))
+
+
+def train_command(name: str, out: Path, quick: bool) -> list[str]:
+    folder, config, gradient, extra = RUNS[name]
+    opts = [*WIDTHS, "MODEL.GRADIENT", gradient, "OPTIM.BATCH_SIZE", "4", "OPTIM.SCHEDULE", "constant",
+            "OPTIM.LR_INITIAL", "3e-4", "TRAIN.PATCH_SIZE", "64", "TRAIN.WORKERS", "0", "TRAIN.SAVE_EVERY", "0",
+            "TRAIN.PRINT_EVERY", "50", "DATA.TRAIN_DIR", str(out / "train_photos"), "DATA.VAL_DIR", "",
+            "OUTPUT.DIR", str(out / "runs"), "OUTPUT.NAME", name, "OUTPUT.TENSORBOARD", "false", *extra]
+    for key, value in budget(quick).items():
+        opts += [key, value]
+    return [sys.executable, str(REPO / folder / "train.py"), "--config", str(REPO / folder / config),
+            "--opts", *opts]
+
+
+def train_all(out: Path, quick: bool) -> dict[str, float]:
+    """Two trainings at a time, one thread each (the 2 cores of a CI machine); returns seconds per run."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    names, seconds, running = list(RUNS), {}, []
+    while names or running:
+        while names and len(running) < 2:
+            name = names.pop(0)
+            if (out / "runs" / name / "model_latest.pth").exists() and not quick:
+                seconds[name] = json.loads((out / "runs" / name / "seconds.json").read_text())["seconds"]
+                continue  # trained by an earlier call: the script is rerun-safe
+            log = open(out / f"{name}.log", "w")  # noqa: SIM115 (closed when the process ends)
+            running.append((name, subprocess.Popen(train_command(name, out, quick), env=env, stdout=log,
+                                                   stderr=subprocess.STDOUT), log, time.perf_counter()))
+        for item in list(running):
+            name, proc, log, start = item
+            if proc.poll() is None:
+                continue
+            log.close()
+            running.remove(item)
+            if proc.returncode != 0:
+                raise SystemExit(f"training {name} failed (exit {proc.returncode}); see {out}/{name}.log")
+            seconds[name] = round(time.perf_counter() - start, 1)
+            (out / "runs" / name / "seconds.json").write_text(json.dumps({"seconds": seconds[name]}))
+        time.sleep(1)
+    return seconds
+
+
+def load(name: str, out: Path) -> torch.nn.Module:
+    from dgunet import build_model, load_weights
+
+    folder, _config, gradient, _extra = RUNS[name]
+    task = "sr" if folder == "Super_Resolution" else "deblurring"
+    model = build_model(task, "DGUNet", n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, gradient=gradient)
+    return load_weights(model, out / "runs" / name / "model_latest.pth").eval()
+
+
+# ---------------------------------------------------------------- evaluation
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    from dgunet.data.io import to_uint8 as convert
+
+    return convert(x[0].clamp(0, 1))
+
+
+def score(protocol: str, pred: torch.Tensor, clean: np.ndarray) -> float:
+    """The PSNR of a protocol of dgunet.metrics ("nonblind": RGB, peak 255; "sr_x4": Y, border 4)."""
+    from dgunet.metrics.protocols import get_protocol
+    from dgunet.metrics.psnr import psnr
+
+    if protocol == "nonblind":  # RGB PSNR alone: the protocol's 3-D SSIM would dominate the run time
+        return psnr(to_uint8(pred), clean, 255.0)
+    return get_protocol(protocol).score(to_uint8(pred), clean, ("restored", "clean"))[0]
+
+
+@torch.no_grad()
+def evaluate_deblurring(known: torch.nn.Module, blind: torch.nn.Module, limit: int | None = None) -> dict:
+    """Mean RGB PSNR per method and noise level, and the per-stage PSNR / residual of the two models."""
+    from dgunet.baselines import wiener_deconvolve
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun.known import degrade_case, photo_images
+
+    seed = protocol()["noise_seed"]
+    table: dict[float, dict[str, list[float]]] = {}
+    stages = {"known": [], "blind": []}
+    residual = {"known": [], "blind": []}
+    for case in cases("nonblind")[:limit]:
+        for stem, photo in photo_images()[:limit]:
+            clean, y, op, params = degrade_case(case, photo, stem, seed)
+            row = table.setdefault(case.sigma, {})
+            outs = {"known": known(y, physics=op), "blind": blind(y)}
+            preds = {"input y": y, "Wiener (true kernel)": wiener_deconvolve(y, params["kernel"][:, None],
+                                                                               params["sigma"]),
+                     "A_dagger(y) (the known model's start)": op.A_dagger(y),
+                     "DGUNet blind (learned step)": outs["blind"][0],
+                     "DGUNet known (A, A^T given)": outs["known"][0]}
+            for method, pred in preds.items():
+                row.setdefault(method, []).append(score("nonblind", pred, clean))
+            for kind, out in outs.items():
+                ordered = list(reversed(out[1:])) + [out[0]]  # stage 1 .. 7
+                stages[kind].append([score("nonblind", s, clean) for s in ordered])
+                residual[kind].append([float((op.A(s) - y).pow(2).mean().sqrt()) for s in ordered])
+    means = {f"{s * 100:g}%": {m: float(np.mean(v)) for m, v in row.items()} for s, row in table.items()}
+    return {"table": means, "stage_psnr": {k: np.mean(v, axis=0).tolist() for k, v in stages.items()},
+            "stage_residual": {k: np.mean(v, axis=0).tolist() for k, v in residual.items()}}
+
+
+@torch.no_grad()
+def evaluate_sr(models: dict[int, torch.nn.Module], limit: int | None = None) -> dict:
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun.known import degrade_case, photo_images
+
+    seed = protocol()["noise_seed"]
+    out = {}
+    for scale, model in models.items():
+        (case,) = cases("sr", scales=[scale])
+        rows: dict[str, list[float]] = {}
+        for stem, photo in photo_images()[:limit]:
+            clean, y, op, _params = degrade_case(case, photo, stem, seed)
+            rows.setdefault("bicubic", []).append(score(f"sr_x{scale}", op.A_dagger(y), clean))
+            rows.setdefault("DGUNet known", []).append(score(f"sr_x{scale}", model(y, physics=op)[0], clean))
+        out[f"x{scale}"] = {m: float(np.mean(v)) for m, v in rows.items()}
+    return out
+
+
+# ---------------------------------------------------------------- figures
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from dgunet.atomic import atomic_open
+
+    try:
+        with atomic_open(path) as f:
+            fig.savefig(f, format="png", dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+
+
+def plot_stages(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    k = range(1, 8)
+    for kind, style in (("known", "o-"), ("blind", "s--")):
+        left.plot(k, results["stage_psnr"][kind], style, label=f"DGUNet {kind}")
+        right.semilogy(k, results["stage_residual"][kind], style, label=f"DGUNet {kind}")
+    left.set(xlabel="stage k", ylabel="PSNR of x_k (dB)", title="Estimate quality per stage")
+    right.set(xlabel="stage k", ylabel="RMS of A x_k - y", title="Data-consistency residual per stage")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+@torch.no_grad()
+def stage_strip(model: torch.nn.Module, protocol_name: str, case_name: str, title: str, path: Path) -> None:
+    """One benchmark case on the first test photo: y, A_dagger(y), the 7 stages, the clean image."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun.known import degrade_case, photo_images
+
+    case = next(c for c in cases(protocol_name) if c.name == case_name)
+    stem, photo = photo_images()[0]
+    clean, y, op, _ = degrade_case(case, photo, stem, protocol()["noise_seed"])
+    out = model(y, physics=op)
+    panels = [("y", y), ("A_dagger(y)", op.A_dagger(y))]
+    panels += [(f"stage {i + 1}, r = {r:.2f}", s) for i, (r, s) in
+               enumerate(zip(model.step_sizes(), [*reversed(out[1:]), out[0]], strict=True))]
+    panels.append(("clean x", torch.from_numpy(clean).permute(2, 0, 1)[None] / 255.0))
+    fig, axes = plt.subplots(1, len(panels), figsize=(2 * len(panels), 2.4))
+    for ax, (title, img) in zip(axes, panels, strict=True):
+        ax.imshow(img[0].clamp(0, 1).permute(1, 2, 0).numpy())
+        ax.set_xlabel(title, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"DGUNet with a known operator ({title}): x <- prox(x - r A^T(A x - y)), stage by stage",
+                 fontsize=10)
+    save_figure(fig, path)
+
+
+# ---------------------------------------------------------------- the run
+
+def cpu_name() -> str:
+    flags = ""
+    if Path("/proc/cpuinfo").exists():
+        info = Path("/proc/cpuinfo").read_text()
+        lines = [ln for ln in info.splitlines() if ln.startswith("model name")]
+        name = lines[0].split(":", 1)[1].strip() if lines else ""
+        found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info]
+        flags = f" ({', '.join(found)})" if found else ""
+        return f"{name}{flags}, {os.cpu_count()} cores"
+    return platform.processor() or platform.machine()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="known_out", help="output folder (default known_out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="3 training steps per model, 2 kernels x 2 photos: a plumbing check")
+    parser.add_argument("--figures", default=None, help="also copy the figures to this folder (e.g. figs)")
+    args = parser.parse_args(argv)
+    from dgunet.benchmarks import cases
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    start = time.perf_counter()
+    out = Path(args.out).resolve()
+    (out / "train_photos").mkdir(parents=True, exist_ok=True)
+    write_training_photos(out / "train_photos")
+    seconds = train_all(out, args.quick)
+    limit = 2 if args.quick else None  # --quick: 2 kernels x 2 photos, enough to run every line
+    deblur = evaluate_deblurring(load("deblur-known", out), load("deblur-blind", out), limit)
+    sr = evaluate_sr({2: load("sr-x2", out), 4: load("sr-x4", out)}, limit)
+    figures = [out / "known_stages.png", out / "known_deblur_strip.png", out / "known_sr4_strip.png"]
+    plot_stages(deblur, figures[0])
+    stage_strip(load("deblur-known", out), "nonblind", "motion_03_noise1", "Blur, motion kernel, 1% noise",
+                figures[1])
+    sr_case = next(c.name for c in cases("sr", scales=[4]))
+    stage_strip(load("sr-x4", out), "sr", sr_case, "Downsample x4, bicubic", figures[2])
+    if args.figures:
+        from dgunet.atomic import write_bytes_atomic
+
+        for fig in figures:
+            write_bytes_atomic(Path(args.figures) / fig.name, fig.read_bytes())
+    summary = {"deblurring": deblur, "sr": sr, "train_seconds": seconds,
+               "total_seconds": round(time.perf_counter() - start, 1), "cpu": cpu_name(),
+               "torch": torch.__version__, "budget": budget(args.quick)}
+    from dgunet.atomic import write_text_atomic
+
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    for level, row in deblur["table"].items():
+        print(f"non-blind deblurring, noise {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
+    for scale, row in sr.items():
+        print(f"SR {scale}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
+    print(f"{out / 'summary.json'}; {summary['total_seconds']:.0f} s on {summary['cpu']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
