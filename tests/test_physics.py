@@ -373,11 +373,14 @@ def test_circular_blur_dagger_minimises_the_regularised_objective():
     gen = torch.Generator().manual_seed(5)
     kernel = torch.rand(2, 1, 7, 7, generator=gen, dtype=torch.float64)
     kernel = kernel / kernel.sum(dim=(-2, -1), keepdim=True)
-    op = physics.Blur(kernel, padding="circular", dagger_eps=0.03)
+    sigma = torch.tensor([0.0, 0.02])  # per sample: eps = 0.03 + 100 * sigma^2 = 0.03 and 0.07
+    op = physics.Blur(kernel, padding="circular", dagger_eps=0.03, dagger_noise_gain=100.0,
+                      noise_model=physics.GaussianNoise(sigma))
     y = torch.rand(2, 3, 20, 17, generator=gen, dtype=torch.float64)
     x = op.A_dagger(y).requires_grad_(True)
     dx, dy = torch.roll(x, -1, dims=-1) - x, torch.roll(x, -1, dims=-2) - x
-    objective = (op.A(x) - y).pow(2).sum() + 0.03 * (dx.pow(2).sum() + dy.pow(2).sum())
+    eps = (0.03 + 100.0 * op.noise_model.sigma.double() ** 2).reshape(2, 1, 1, 1)  # sigma is stored float32
+    objective = (op.A(x) - y).pow(2).sum() + (eps * (dx.pow(2) + dy.pow(2))).sum()
     (grad,) = torch.autograd.grad(objective, x)
     assert grad.abs().max() < 1e-10
     torch.testing.assert_close(x.detach().mean(dim=(-2, -1)), y.mean(dim=(-2, -1)), rtol=0, atol=1e-12)
