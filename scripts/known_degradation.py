@@ -236,9 +236,9 @@ def stage_strip(model: torch.nn.Module, protocol_name: str, case_name: str, titl
                enumerate(zip(model.step_sizes(), [*reversed(out[1:]), out[0]], strict=True))]
     panels.append(("clean x", torch.from_numpy(clean).permute(2, 0, 1)[None] / 255.0))
     fig, axes = plt.subplots(1, len(panels), figsize=(2 * len(panels), 2.4))
-    for ax, (title, img) in zip(axes, panels, strict=True):
+    for ax, (label, img) in zip(axes, panels, strict=True):
         ax.imshow(img[0].clamp(0, 1).permute(1, 2, 0).numpy())
-        ax.set_xlabel(title, fontsize=8)
+        ax.set_xlabel(label, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(f"DGUNet with a known operator ({title}): x <- prox(x - r A^T(A x - y)), stage by stage",
