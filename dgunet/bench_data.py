@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from dgunet.config import load_config
+from dgunet.data.io import list_images
 from dgunet.engine.data import train_loader, train_set
 from dgunet.engine.distributed import DistEnv, batch_plan
 from dgunet.errors import ConfigError
@@ -81,7 +82,7 @@ def loader_rate(task: str, data_dir: Path, batch: int, workers: int, batches: in
                 ) -> float:
     """Steady-state images/s of the training loader over `batches` batches."""
     need = (skipped_batches(workers) + batches) * batch
-    files = len(list(data_dir.glob("*.png"))) or len(list((data_dir / "target").glob("*")))
+    files = len(list_images(data_dir)) or len(list_images(data_dir / "target"))
     repeat = max(1, math.ceil(need / max(files, 1)))
     cfg = task_config(task, data_dir, batch, workers, repeat=repeat, cache=cache)
     dataset = train_set(cfg)

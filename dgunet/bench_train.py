@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -137,13 +136,10 @@ def release_free_memory() -> None:
 def peak_memory(stepper: Stepper, device: str) -> str:
     """Peak memory of one more step: CUDA allocator peak, or on CPU the RSS growth during it
     (over the weights, optimizer state and everything else this process holds)."""
-    from dgunet.bench import gib, peak_rss_bytes, reset_peak_rss, rss_bytes
+    from dgunet.bench import cuda_peak, gib, peak_rss_bytes, reset_peak_rss, rss_bytes
 
     if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        stepper.step()
-        return f"{gib(torch.cuda.max_memory_allocated())} allocated"
+        return f"{gib(cuda_peak(stepper.step))} allocated"
     release_free_memory()
     base = rss_bytes()
     if not reset_peak_rss():
@@ -164,20 +160,6 @@ class TrainRow:
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
-
-
-def time_paths(steppers: list[Stepper], warmup: int, runs: int) -> dict[str, list[float]]:
-    """Warm each path up, then time the paths in turns; seconds per step of each."""
-    for s in steppers:
-        for _ in range(warmup):
-            s.step()
-    times: dict[str, list[float]] = {s.path.name: [] for s in steppers}
-    for _ in range(runs):
-        for s in steppers:
-            start = time.perf_counter()
-            s.step()
-            times[s.path.name].append(time.perf_counter() - start)
-    return times
 
 
 def format_flops(rate: float) -> str:
@@ -203,17 +185,20 @@ def train_table(rows: list[TrainRow], batch: int, flops: int, peaks: dict[str, f
 
 def run_train_bench(args: argparse.Namespace) -> str:
     """Everything `--train-step` prints after the machine line."""
-    from dgunet.bench import bench_input, load_model
+    from dgunet.bench import bench_input, load_model, time_interleaved
 
     if args.train_batch < 1:
         raise ConfigError("--train-batch must be at least 1")
-    base = load_model(args).train()
-    x, clean = bench_input(argparse.Namespace(**{**vars(args), "batch": args.train_batch}), False)
     paths = train_paths(args.device, args.compile)
     if args.train_paths:
-        paths = [p for p in paths if p.name in args.train_paths]
-        if not any(p.name == "published" for p in paths):
-            paths.insert(0, train_paths(args.device, False)[0])
+        unknown = [n for n in args.train_paths if n not in {p.name for p in paths}]
+        if unknown:
+            raise ConfigError(f"--train-paths {' '.join(unknown)}: not a training path on {args.device} with "
+                              f"these options; choose from {', '.join(p.name for p in paths)} (compile paths "
+                              f"need --compile)")
+        paths = [p for p in paths if p.name in args.train_paths or p.name == "published"]
+    base = load_model(args).train()
+    x, clean = bench_input(argparse.Namespace(**{**vars(args), "batch": args.train_batch}), False)
     notes = []
     flops = train_flops(base, x, clean, args.task)
     peaks = peak_flops(args.device, threads=torch.get_num_threads())
@@ -225,7 +210,7 @@ def run_train_bench(args: argparse.Namespace) -> str:
     first = {s.path.name: float(s.step()) for s in steppers}  # same weights, same batch: same loss
     print(f"timing training paths {', '.join(first)}: {args.warmup} warm-up + {args.runs} steps each, in turns",
           flush=True)
-    times = time_paths(steppers, args.warmup, args.runs)
+    times, _ = time_interleaved({s.path.name: s.step for s in steppers}, args.warmup, args.runs)
     if args.device == "cpu":  # other jobs may have slowed the first GEMM measurement: keep the best
         again = peak_flops(args.device)
         peaks.update({k: max(v, again[k]) for k, v in peaks.items() if k != "source"})
