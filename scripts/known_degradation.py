@@ -143,8 +143,9 @@ def evaluate_deblurring(known: torch.nn.Module, blind: torch.nn.Module, limit: i
     table: dict[float, dict[str, list[float]]] = {}
     stages = {"known": [], "blind": []}
     residual = {"known": [], "blind": []}
+    photos = photo_images()[:limit]  # read and cropped once, degraded by every case
     for case in cases("nonblind")[:limit]:
-        for stem, photo in photo_images()[:limit]:
+        for stem, photo in photos:
             clean, y, op, params = degrade_case(case, photo, stem, seed)
             row = table.setdefault(case.sigma, {})
             outs = {"known": known(y, physics=op), "blind": blind(y)}
