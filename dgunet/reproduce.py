@@ -194,16 +194,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cs only: sampling ratios in percent (default: those of the checkpoints)")
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=True)
-    group = parser.add_argument_group("known-operator protocols (docs/known_tasks.md)")
-    group.add_argument("--protocol", choices=("published", "nonblind", "gaussian"), default="published",
-                       help="deblurring: nonblind, denoising: gaussian (sr always uses its own)")
-    group.add_argument("--kernels", metavar="DIR", help="nonblind: your own kernels instead of the benchmark's")
-    group.add_argument("--scale", type=int, choices=(2, 3, 4),
-                       help="sr: the factor (default: the checkpoint's)")
-    group.add_argument("--method", choices=("model", "wiener", "bicubic"), default="model",
-                       help="the model, or a classical baseline (no --weights needed)")
-    group.add_argument("--gradient", choices=("learned", "known", "known+learned"), default=None,
-                       help="the model's gradient step (default: the checkpoint's, else known)")
+    known.add_known_arguments(parser, None)
 
 
 def _header(args: argparse.Namespace, ctx_restore, weights: list[str]) -> list[str]:

@@ -53,16 +53,19 @@ class KnownRun:
 
 # ---------------------------------------------------------------- options
 
-def add_known_arguments(parser: argparse.ArgumentParser, task: str) -> None:
+def add_known_arguments(parser: argparse.ArgumentParser, task: str | None) -> None:
+    """The options of the known-operator protocols of `task`; task None (reproduce, where the
+    task is itself an option) adds those of every task."""
     group = parser.add_argument_group("known-operator protocols (docs/known_tasks.md)")
     if task != "sr":
-        group.add_argument("--protocol", choices=("published", KNOWN_PROTOCOLS[task]), default="published",
-                           help=f"published test sets, or {KNOWN_PROTOCOLS[task]}: clean images degraded by "
-                                f"the fixed benchmark operators, the model given the operator")
-    if task == "deblurring":
+        mine = [p for t, p in KNOWN_PROTOCOLS.items() if t != "sr" and task in (None, t)]
+        group.add_argument("--protocol", choices=("published", *mine), default="published",
+                           help=f"published test sets, or {' / '.join(mine)}: clean images degraded by the "
+                                f"fixed benchmark operators, the model given the operator")
+    if task in (None, "deblurring"):
         group.add_argument("--kernels", metavar="DIR", help="your own blur kernels (.npy/.png/.mat 2-D arrays) "
                            "instead of the benchmark's 12")
-    if task == "sr":
+    if task in (None, "sr"):
         group.add_argument("--scale", type=int, choices=(2, 3, 4), help="SR factor (default: the one the "
                            "checkpoint was trained for; all three for --method bicubic)")
     group.add_argument("--method", choices=("model", *BASELINES), default="model",
