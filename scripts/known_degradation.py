@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from dgunet.bench import cpu_description
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PHOTOS = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "page", "text",
@@ -249,18 +250,6 @@ def stage_strip(model: torch.nn.Module, protocol_name: str, case_name: str, titl
 
 # ---------------------------------------------------------------- the run
 
-def cpu_name() -> str:
-    flags = ""
-    if Path("/proc/cpuinfo").exists():
-        info = Path("/proc/cpuinfo").read_text()
-        lines = [ln for ln in info.splitlines() if ln.startswith("model name")]
-        name = lines[0].split(":", 1)[1].strip() if lines else ""
-        found = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f" {f}" in info]
-        flags = f" ({', '.join(found)})" if found else ""
-        return f"{name}{flags}, {os.cpu_count()} cores"
-    return platform.processor() or platform.machine()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="known_out", help="output folder (default known_out)")
@@ -291,8 +280,9 @@ def main(argv: list[str] | None = None) -> int:
         for fig in figures:
             write_bytes_atomic(Path(args.figures) / fig.name, fig.read_bytes())
     summary = {"deblurring": deblur, "sr": sr, "train_seconds": seconds,
-               "total_seconds": round(time.perf_counter() - start, 1), "cpu": cpu_name(),
-               "torch": torch.__version__, "budget": budget(args.quick)}
+               "total_seconds": round(time.perf_counter() - start, 1),
+               "cpu": f"{cpu_description()}, {os.cpu_count()} cores", "torch": torch.__version__,
+               "budget": budget(args.quick)}
     from dgunet.atomic import write_text_atomic
 
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -13,7 +13,6 @@ so measure there too when it matters.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import tempfile
 import time
@@ -21,22 +20,11 @@ from pathlib import Path
 
 import torch
 
+from dgunet.bench import cpu_description
 from dgunet.checkpoint import save_atomic
 from dgunet.engine.checkpointing import make_checkpoint
 from dgunet.engine.snapshots import EpochProgress, make_snapshot
 from dgunet.models import build_model
-
-
-def cpu_name() -> str:
-    """The CPU's model name and the vector flags that matter for torch (Linux /proc/cpuinfo)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    name = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), "unknown CPU")
-    flags = next((ln.split(":", 1)[1].split() for ln in info if ln.startswith("flags")), [])
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16") if f in flags]
-    return f"{name} ({' '.join(wanted) or 'no AVX2'})"
 
 
 def main() -> None:
@@ -67,7 +55,7 @@ def main() -> None:
             times.append(time.perf_counter() - t0)
         size = path.stat().st_size
     median = statistics.median(times)
-    print(f"CPU: {cpu_name()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"CPU: {cpu_description()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"published deblurring DGUNet: {params:,} parameters; snapshot file {size / 2**20:.1f} MiB "
           f"(weights + Adam moments + RNG states)")
     print(f"snapshot time: median {median:.3f} s of {args.repeats} ({', '.join(f'{t:.3f}' for t in times)})")

@@ -8,8 +8,6 @@ load from other processes spreads over all of them), and reports medians and the
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -22,31 +20,10 @@ from dgunet.physics.blur import Blur
 from dgunet.physics.downsample import Downsample
 
 STAGES = 7  # gradient steps per DGUNet forward
-CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-
-
 @dataclass
 class Timing:
     name: str
     seconds: float  # median
-
-
-def machine() -> str:
-    """CPU model, the vector/matrix flags that matter to torch, threads; the GPU if one is used."""
-    cpu, flags = platform.processor() or "unknown CPU", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            lines = f.read().splitlines()
-        cpu = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), cpu)
-        have = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
-        flags = [f for f in CPU_FLAGS if f in have]
-    except OSError:
-        pass
-    text = (f"{cpu} (flags: {' '.join(flags) or 'unknown'}), {os.cpu_count()} logical cores, "
-            f"{torch.get_num_threads()} torch threads, torch {torch.__version__}")
-    if torch.cuda.is_available():
-        text += f"; GPU: {torch.cuda.get_device_name()}"
-    return text
 
 
 def test_kernel(size: int, seed: int = 0) -> Tensor:
@@ -112,6 +89,8 @@ def operator_share(device: str = "cpu", size: int = 256, batch: int = 1, warmup:
 
 def report(timings: list[Timing], size: int, batch: int) -> str:
     model, *ops = timings
+    from dgunet.bench import machine  # bench imports this module lazily: no cycle at import time
+
     lines = [f"machine: {machine()}",
              f"published deblurring DGUNet (n_feat 80), {batch}x3x{size}x{size}: forward "
              f"{model.seconds * 1e3:.0f} ms (median)",
