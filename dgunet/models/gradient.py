@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from dgunet.errors import PhysicsError
-from dgunet.physics.base import initial_estimate
+from dgunet.physics.base import initial_estimate, shape_text
 
 GRADIENTS = ("learned", "known", "known+learned")
 
@@ -51,10 +51,6 @@ class Observation:
     x0: Tensor
     physics: object | None
     mode: str
-
-
-def _describe(shape) -> str:
-    return "x".join(str(s) for s in shape)
 
 
 def observe(y: Tensor, physics, mode: str, min_size: int, multiple: int) -> Observation:
@@ -77,22 +73,26 @@ def observe(y: Tensor, physics, mode: str, min_size: int, multiple: int) -> Obse
     x0 = initial_estimate(physics, y)
     h, w = x0.shape[-2:]
     if x0.dim() != 4 or h % multiple or w % multiple or min(h, w) < min_size:
-        raise PhysicsError(f"the operator's image estimate is {_describe(x0.shape)}; the model needs "
+        raise PhysicsError(f"the operator's image estimate is {shape_text(x0.shape)}; the model needs "
                            f"(B,C,H,W) with H and W multiples of {multiple} and at least {min_size}: crop the "
                            f"clean images to such sizes before degrading them")
-    if mode != "learned":
-        ax = physics.A(x0)
-        if ax.shape != y.shape:
-            raise PhysicsError(f"the operator maps a {_describe(x0.shape)} image to {_describe(ax.shape)}, "
-                               f"but y is {_describe(y.shape)}: pass the operator that produced y")
     return Observation(y, x0, physics, mode)
+
+
+def residual(x: Tensor, obs: Observation) -> Tensor:
+    """A x - y, refused when A x and y differ in shape (broadcasting would hide a wrong operator)."""
+    ax = obs.physics.A(x)
+    if ax.shape != obs.y.shape:
+        raise PhysicsError(f"the operator maps a {shape_text(x.shape)} image to {shape_text(ax.shape)}, "
+                           f"but y is {shape_text(obs.y.shape)}: pass the operator that produced y")
+    return ax - obs.y
 
 
 def gradient_step(x: Tensor, obs: Observation, r: Tensor, phi: nn.Module, phit: nn.Module) -> Tensor:
     """FGDM: x (B,C,H,W) -> v (B,C,H,W), one step on 1/2 ||A x - y||^2 with step size r."""
     if obs.mode == "learned":
         return x - r * phit(phi(x) - obs.x0)
-    g = obs.physics.A_adjoint(obs.physics.A(x) - obs.y)
+    g = obs.physics.A_adjoint(residual(x, obs))
     if obs.mode == "known+learned":
         g = phit(g) - phit(torch.zeros_like(g[:1]))
     return x - r * g
