@@ -200,6 +200,9 @@ def test_cs_fixed_sampling_is_the_physics_matrix_and_is_never_trained():
     rows = image_to_blocks(x) @ fixed.Phi.detach().t()  # (B*2*1, m)
     y = op.A(x)  # (B, m, 2, 1)
     assert torch.allclose(rows, y.permute(0, 2, 3, 1).reshape(-1, op.m), atol=1e-6)
+    fixed.load_state_dict(learned.state_dict())  # e.g. TRAIN.INIT_FROM a learned-matrix checkpoint
+    assert torch.equal(fixed.Phi.detach(), op.matrix) and not fixed.Phi.requires_grad
+    assert torch.equal(fixed.shallow_feat1[0].weight, learned.shallow_feat1[0].weight)  # the rest loads
     optimizer = torch.optim.Adam(fixed.parameters(), lr=1e-2)
     before = fixed.Phi.detach().clone()
     fixed(x)[0].mean().backward()

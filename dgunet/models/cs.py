@@ -103,6 +103,9 @@ class _CSUnfolding(nn.Module):
         self.Phi = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_measurements(cs_ratio), BLOCK**2)))
         if phi == "fixed":
             self._fix_sampling(phi_seed)
+            # Loading weights (TRAIN.INIT_FROM, a published checkpoint) must not swap in a learned
+            # matrix under the key `Phi`: the seeded one is put back after every load.
+            self.register_load_state_dict_post_hook(lambda module, _keys: module._fix_sampling(phi_seed))
         self.r0 = step_size()
         self.r_final = step_size()
         act = nn.PReLU()
