@@ -89,7 +89,7 @@ class Structure:
         if self.kind == "cs":
             ratio = f"{self.cs_ratio:g}%" if self.cs_ratio is not None else "an unknown ratio"
             return f"{name} for compressive sensing at ratio {ratio} ({widths})"
-        tasks = [t for (t, a), v in VARIANTS.items() if t not in ("cs", "sr") and a == self.arch
+        tasks = [t for (t, a), v in VARIANTS.items() if v.published and t != "cs" and a == self.arch
                  and (v.n_feat, v.scale_unetfeats) == (self.n_feat, self.scale_unetfeats)
                  and self.scale_orsnetfeats in (None, v.scale_orsnetfeats)]
         if tasks:

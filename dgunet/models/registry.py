@@ -22,6 +22,7 @@ class Variant:
     n_feat: int
     scale_unetfeats: int
     scale_orsnetfeats: int
+    published: bool = True  # False: our addition, with no checkpoint of the paper
 
     @property
     def cls(self) -> type[nn.Module]:
@@ -54,8 +55,8 @@ VARIANTS: dict[tuple[str, str], Variant] = {
         Variant("cs", "DGUNet", 32, 16, 16),
         Variant("cs", "DGUNet_plus", 32, 16, 16),
         # Not in the paper: super-resolution with a known operator takes the deblurring widths.
-        Variant("sr", "DGUNet", 80, 48, 32),
-        Variant("sr", "DGUNet_plus", 96, 48, 32),
+        Variant("sr", "DGUNet", 80, 48, 32, published=False),
+        Variant("sr", "DGUNet_plus", 96, 48, 32, published=False),
     ]
 }
 
