@@ -11,8 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgunet.errors import ConfigError
-
-TASKS = ("deblurring", "deraining", "denoising", "cs", "sr")
+from dgunet.models.registry import TASKS
 
 # 1-D binomial-like filter of the published edge loss; its outer product is the 5x5 kernel.
 _GAUSS_1D = (0.05, 0.25, 0.4, 0.25, 0.05)
