@@ -235,3 +235,16 @@ def test_snapshot_triggers_by_time_and_by_steps():
     assert not _snapshot_due(cfg, 7, 60 * 15 - 1) and _snapshot_due(cfg, 7, 60 * 15)
     off = preempt_config(REPO, "x", ["TRAIN.SNAPSHOT_MINUTES", "0", "TRAIN.SNAPSHOT_EVERY_STEPS", "3"])
     assert [s for s in range(1, 10) if _snapshot_due(off, s, 1e9)] == [3, 6, 9]
+
+
+def test_the_setup_fingerprint_covers_the_gradient_mode_and_the_synthetic_degradations():
+    """A snapshot must not resume under another degradation: it would change the rest of the epoch's samples."""
+    from dgunet.config import load_config
+    from dgunet.engine.snapshots import fingerprint
+
+    yml = REPO / "Deblurring" / "training_nonblind.yml"
+    base = fingerprint(load_config(yml), 10)
+    for key, value in (("DEGRADE.SIGMA_RANGE", "[0.0, 0.05]"), ("DEGRADE.KERNELS", "[motion]"),
+                       ("MODEL.GRADIENT", "learned")):
+        changed = fingerprint(load_config(yml, [key, value]), 10)
+        assert [k for k in base if base[k] != changed[k]] == [key]

@@ -49,6 +49,9 @@ def fingerprint(cfg, num_samples: int) -> dict[str, Any]:
         "DATA.TRAIN_DIR": str(resolve_path(cfg, d.TRAIN_DIR)), "DATA.LENGTH_MULTIPLIER": d.LENGTH_MULTIPLIER,
         "DATA.CROPS_PER_IMAGE": d.CROPS_PER_IMAGE, "DATA.SATURATION_AUG": d.SATURATION_AUG,
         "DATA.MIXUP_FROM_EPOCH": d.MIXUP_FROM_EPOCH, "DATA.MIXUP_ALPHA": d.MIXUP_ALPHA,
+        "MODEL.GRADIENT": m.GRADIENT, "MODEL.PHI": m.PHI, "MODEL.PHI_SEED": m.PHI_SEED,
+        # The synthetic degradations draw from these: any change alters the rest of the epoch's samples.
+        **{f"DEGRADE.{k}": list(v) if isinstance(v, list | tuple) else v for k, v in cfg.DEGRADE.items()},
         "training samples": num_samples,
     }
 
