@@ -46,18 +46,15 @@ def measure(label: str, arch: str, micro: int, device: str, amp: str) -> dict:
     import torch
 
     from dgunet.config import load_config
-    from dgunet.engine.trainer import AMP_DTYPES, _fp32_projection, build_model_from_cfg, compute_loss
-    from dgunet.models.blocks import MergeBlock
+    from dgunet.engine.speed import AMP_DTYPES, SpeedOptions, prepare_model
+    from dgunet.engine.trainer import build_model_from_cfg, compute_loss
 
     task, patch, yml = SETUPS[label]
     cfg = load_config(REPO / yml, ["MODEL.ARCH", arch])
     torch.manual_seed(0)
     model = build_model_from_cfg(cfg).to(device).train()
     dtype = AMP_DTYPES[amp]
-    if dtype is not None:
-        for module in model.modules():
-            if isinstance(module, MergeBlock):
-                module.projection = _fp32_projection
+    prepare_model(model, SpeedOptions(amp=amp))  # under AMP, the merge's Gram inverse stays fp32
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     channels = 1 if task == "cs" else 3
     target = torch.rand(micro, channels, patch, patch, device=device)
