@@ -1,5 +1,5 @@
 """Known-operator tasks end to end: SR x2 train.py + test.py on tiny widths, resume, fixtures that
-regenerate to the same bytes, the baselines against their mathematics, bad-input messages."""
+regenerate to the same values, the baselines against their mathematics, bad-input messages."""
 
 from __future__ import annotations
 
@@ -27,12 +27,22 @@ def run(script: str, args: list[str], cwd) -> subprocess.CompletedProcess:
 
 # ---------------------------------------------------------------- fixtures and baselines
 
-def test_regenerating_the_benchmark_fixtures_gives_the_same_bytes(tmp_path):
+def test_regenerating_the_benchmark_fixtures_gives_the_same_values(tmp_path):
+    # The kernels come from NumPy's vectorised exp/sin/cos, whose last bit differs between CPUs
+    # (AVX2 vs AVX-512 code paths: up to 1.3e-16 seen). Benchmarks read the stored files, so results
+    # never depend on the CPU; a regeneration must match them to within rounding, and the
+    # protocol (plain text) byte for byte.
     written = generate(tmp_path)
     assert len(written) == 13
     for path in written:
         stored = BENCH_DIR / path.relative_to(tmp_path)
-        assert stored.read_bytes() == path.read_bytes(), f"{stored} differs from its regeneration"
+        if path.suffix == ".npy":
+            a, b = np.load(stored, allow_pickle=False), np.load(path, allow_pickle=False)
+            assert a.dtype == b.dtype == np.float64 and a.shape == b.shape, f"{stored}: dtype or shape"
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-14, err_msg=f"{stored} vs its regeneration")
+            assert (a == 0).tolist() == (b == 0).tolist(), f"{stored}: support differs"
+        else:
+            assert stored.read_bytes() == path.read_bytes(), f"{stored} differs from its regeneration"
 
 
 def test_benchmark_kernels_are_normalised_and_at_most_25():

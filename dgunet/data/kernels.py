@@ -10,7 +10,9 @@ time steps; its velocity changes each step by a small Gaussian perturbation, a p
 the start (the hand steadies itself) and, with a small probability, an impulsive jerk. The path
 is centred on its mean position, scaled to fit the kernel, splatted onto the grid with bilinear
 weights (time spent at a position = light collected there) and normalised. Only NumPy arithmetic:
-the same seed gives the same bytes on every platform (dgunet/benchmarks relies on it).
+the same seed gives the same kernel on every platform up to the last bit of NumPy's vectorised
+exp/sin/cos, which differs between CPUs (AVX2 vs AVX-512, ~1e-16). dgunet/benchmarks therefore
+ships the kernels as files and benchmarks read those, never a regeneration.
 """
 
 from __future__ import annotations
