@@ -1,0 +1,293 @@
+"""`python -m dgunet restore IN [IN ...] --out DIR --task TASK`: restore your own images.
+
+Two kinds of model, told apart by the options and the checkpoint:
+  known operator  the degradation is given: `--task deblurring --kernel K [--sigma S]` (non-blind
+                  deblurring, circular blur as in the test protocol), `--task sr [--scale S]`
+                  (bicubic MATLAB imresize), `--task denoising --sigma S` (Gaussian noise). The
+                  model gets the operator (physics.Blur / Downsample / Identity with the noise std).
+  blind           the published tasks: `--task deraining`, `--task deblurring` without `--kernel`,
+                  `--task denoising` without `--sigma` (real noise); they see the image alone.
+`--sigma` is the noise std on [0, 1] images (0.01 = 1% = 2.55/255), as in dgunet.physics.
+
+Any image size works: the image is reflect-padded at the bottom and right to what the network needs
+and the result cropped back (for SR the low-resolution image is padded, so the operator sees the
+padded size; the crop removes it). A gray input is restored as RGB with its value in every channel
+and written back gray (the mean of the three outputs). PNGs are written atomically under the input
+names; a file that cannot be read is named at the end, the others are still restored, and the exit
+code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dgunet.errors import ConfigError, DataError, DGUNetError
+
+TASKS = ("deblurring", "sr", "denoising", "deraining")
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class Degradation:
+    """What the inputs went through, as the command line says; kernel None = not given."""
+
+    task: str
+    kernel: np.ndarray | None  # (k, k), sum 1
+    sigma: float | None  # noise std on [0, 1]
+    scale: int | None  # SR factor
+
+    @property
+    def known(self) -> bool:
+        """Whether the model is given the operator (else: a blind, published model)."""
+        return self.task == "sr" or (self.task == "deblurring" and self.kernel is not None) or (
+            self.task == "denoising" and self.sigma is not None)
+
+
+# ---------------------------------------------------------------- options
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the restored PNGs")
+    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--kernel", metavar="FILE", help="deblurring: the blur kernel of the inputs "
+                        "(.npy/.png/.mat); without it the blind (published) model is used")
+    parser.add_argument("--sigma", type=float, metavar="S", help="noise std on [0, 1] images (0.01 = 1%%); "
+                        "denoising: Gaussian noise with a known std (without it: real-noise, blind)")
+    parser.add_argument("--scale", type=int, metavar="S", help="sr: the factor (default: the checkpoint's)")
+    parser.add_argument("--weights", metavar="W", help="a checkpoint (.pth); required until pretrained "
+                        "models ship for the task")
+    parser.add_argument("--arch", choices=("DGUNet", "DGUNet_plus"), help="default: read from the weights")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    parser.add_argument("--tile", type=int, metavar="T", help="restore in T x T tiles (blind models and "
+                        "Gaussian denoising; an operator that spans the image cannot be tiled)")
+    parser.add_argument("--overlap", type=int, help="pixels shared by neighbouring tiles (default: 32, or a "
+                        "quarter of a smaller tile)")
+
+
+def check_options(args: argparse.Namespace) -> Degradation:
+    """The degradation the options describe; one-line ConfigError for every impossible value."""
+    from dgunet.data.kernels import load_kernel
+
+    if args.kernel and args.task != "deblurring":
+        raise ConfigError(f"--kernel is for --task deblurring, not {args.task}")
+    if args.scale is not None and args.task != "sr":
+        raise ConfigError(f"--scale is for --task sr, not {args.task}")
+    if args.scale is not None and args.scale not in (2, 3, 4):
+        raise ConfigError(f"--scale {args.scale}: super-resolution supports 2, 3, 4")
+    if args.sigma is not None and not (math.isfinite(args.sigma) and 0 <= args.sigma <= 1):
+        raise ConfigError(f"--sigma {args.sigma}: give the noise std on [0, 1] images, e.g. 0.01 for 1% "
+                          f"(2.55/255)")
+    if args.sigma is not None and args.task == "deraining":
+        raise ConfigError("--sigma does not apply to --task deraining (a blind model)")
+    if args.overlap is not None and args.tile is None:
+        raise ConfigError("--overlap applies to --tile; give both")
+    if args.tile is not None and (args.tile < 16 or args.tile % 8):
+        raise ConfigError(f"--tile {args.tile}: give a multiple of 8, at least 16")
+    if args.tile is not None and args.overlap is None:
+        args.overlap = min(32, args.tile // 4)
+    if args.tile is not None and not 0 <= args.overlap < args.tile:
+        raise ConfigError(f"--overlap {args.overlap}: give 0 <= overlap < tile ({args.tile})")
+    if args.precision == "fp16" and not args.device.startswith("cuda"):
+        raise ConfigError("--precision fp16 needs --device cuda; use bf16 or fp32 on the CPU")
+    kernel = load_kernel(args.kernel) if args.kernel else None
+    degradation = Degradation(args.task, kernel, args.sigma, args.scale)
+    tiling_ok = not degradation.known or args.task == "denoising"
+    if args.tile is not None and not tiling_ok:
+        raise ConfigError(f"--tile does not apply to --task {args.task} with a known operator: the operator "
+                          f"acts on the whole image")
+    return degradation
+
+
+def pick_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: use cpu, cuda or cuda:N")
+    return device
+
+
+def collect_inputs(inputs: list[str]) -> list[Path]:
+    """Files as given, folders expanded to their images (sorted); refuses two inputs with one name."""
+    from dgunet.data.io import list_images
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found = list_images(item)
+            if not found:
+                raise DataError(f"input folder {item} holds no images (.png, .jpg, .bmp, .tif)")
+            files.extend(found)
+        elif item.exists():
+            files.append(item)
+        else:
+            raise DataError(f"input {item} does not exist")
+    stems: dict[str, Path] = {}
+    for path in files:
+        if path.stem in stems:
+            raise DataError(f"inputs {stems[path.stem]} and {path} would both be written as {path.stem}.png; "
+                            f"restore them into different --out folders")
+        stems[path.stem] = path
+    return files
+
+
+# ---------------------------------------------------------------- the model
+
+def load(args: argparse.Namespace, degradation: Degradation, device: torch.device):
+    """(model, training config or None) for the options; the model is on `device`, in eval mode."""
+    from dgunet.testrun.known import checkpoint_config
+    from dgunet.testrun.loading import load_model
+
+    if not args.weights:
+        raise ConfigError(f"no pretrained model ships for --task {args.task} yet; pass --weights W (a "
+                          f"checkpoint of train.py, or a published one for the blind tasks)")
+    cfg = checkpoint_config(args.weights)
+    gradient = cfg.MODEL.GRADIENT if cfg is not None else "learned"
+    if degradation.known and gradient == "learned":
+        print(f"warning: {args.weights} is a blind model (MODEL.GRADIENT learned): the given "
+              f"{'kernel' if degradation.kernel is not None else 'degradation'} is not used", file=sys.stderr)
+    if not degradation.known and gradient != "learned":
+        raise ConfigError(f"{args.weights} was trained with a known operator (MODEL.GRADIENT {gradient}); "
+                          f"describe the inputs' degradation: " + {
+                              "deblurring": "--kernel FILE [--sigma S]", "denoising": "--sigma S",
+                          }.get(args.task, "see --help"))
+    loaded = load_model(args.task, args.weights, arch=args.arch, gradient=gradient, device=device)
+    return loaded.model, cfg
+
+
+def resolve_scale(degradation: Degradation, cfg, weights: str) -> int | None:
+    if degradation.task != "sr":
+        return None
+    trained = cfg.DEGRADE.SCALE if cfg is not None and cfg.DEGRADE.KIND == "sr" else None
+    if trained is not None and degradation.scale not in (None, trained):
+        raise ConfigError(f"{weights} was trained for x{trained}, not x{degradation.scale}; pass --scale "
+                          f"{trained} or weights trained for x{degradation.scale}")
+    scale = degradation.scale or trained
+    if scale is None:
+        raise ConfigError(f"cannot tell the SR factor of {weights} (no training config inside); pass --scale")
+    return scale
+
+
+def warn_sigma_range(degradation: Degradation, cfg, weights: str) -> None:
+    if cfg is None or degradation.sigma is None or cfg.DEGRADE.KIND not in ("blur", "noise"):
+        return
+    low, high = (float(v) for v in cfg.DEGRADE.SIGMA_RANGE)
+    if not low - 1e-9 <= degradation.sigma <= high + 1e-9:
+        print(f"warning: --sigma {degradation.sigma:g} is outside the range {weights} was trained for "
+              f"[{low:g}, {high:g}]; expect weaker results", file=sys.stderr)
+
+
+def operator(degradation: Degradation, scale: int | None) -> nn.Module:
+    """The known operator of the inputs (its noise model carries sigma for the model to read)."""
+    from dgunet import physics
+
+    noise = physics.GaussianNoise(degradation.sigma or 0.0)
+    if degradation.task == "sr":
+        return physics.Downsample(scale, kernel="bicubic", noise_model=noise)
+    if degradation.task == "deblurring":
+        kernel = torch.from_numpy(degradation.kernel).float()[None, None]
+        return physics.Blur(kernel, padding="circular", noise_model=noise)
+    return physics.Identity(noise_model=noise)
+
+
+class WithOperator(nn.Module):
+    """model(y, physics=op) as a one-argument module, so the padding and tiling of
+    dgunet.inference apply to a known-operator model (image-space operators only)."""
+
+    def __init__(self, model: nn.Module, op: nn.Module):
+        super().__init__()
+        self.model, self.op = model, op
+        self.size_multiple = getattr(model, "size_multiple", 8)
+        self.min_size = getattr(model, "min_size", 16)
+        self.in_c = getattr(model, "in_c", 3)
+
+    def forward(self, y: Tensor) -> list[Tensor]:
+        return self.model(y, physics=self.op)
+
+
+# ---------------------------------------------------------------- restoring
+
+def restore_sr(model: nn.Module, op: nn.Module, y: Tensor, scale: int, precision: str) -> Tensor:
+    """y (1,3,h,w) low resolution -> (1,3,s*h,s*w). The LR image is padded so that s*h' is a
+    multiple of the network's 8 and s*h' >= its minimum size."""
+    from dgunet.inference import autocast_context, pad_to_multiple
+
+    multiple = 8 // math.gcd(8, scale)
+    smallest = math.ceil(getattr(model, "min_size", 16) / scale)
+    padded, (h, w) = pad_to_multiple(y, multiple, min_size=smallest)
+    param = next(model.parameters())
+    with torch.inference_mode(), autocast_context(param.device.type, precision):
+        out = model(padded.to(param.device, param.dtype), physics=op.to(param.device))[0]
+    return out.float()[..., :scale * h, :scale * w]
+
+
+def restore_one(model: nn.Module, op: nn.Module | None, y: Tensor, args: argparse.Namespace,
+                scale: int | None) -> Tensor:
+    """(1,3,H,W) in [0,1] -> the restored (1,3,H',W') on the CPU, clamped."""
+    from dgunet.inference import restore
+
+    if scale is not None:
+        out = restore_sr(model, op, y, scale, args.precision)
+    else:
+        net = WithOperator(model, op.to(next(model.parameters()).device)) if op is not None else model
+        out = restore(net, y, tile=args.tile, overlap=args.overlap or 0, precision=args.precision)
+    return out.float().cpu().clamp(0, 1)
+
+
+def read_input(path: Path) -> tuple[Tensor, bool]:
+    """(1,3,H,W) float in [0,1] and whether the file is gray."""
+    from dgunet.data.io import decode_image, image_from_array
+
+    array = decode_image(path)
+    gray = array.ndim == 2 or array.shape[2] == 1
+    return image_from_array(array, path, channels=3)[None], gray
+
+
+def write_output(out_dir: Path, path: Path, image: Tensor, gray: bool) -> Path:
+    from dgunet.data.io import save_png_atomic
+
+    image = image[0]
+    return save_png_atomic(out_dir / f"{path.stem}.png", image.mean(0) if gray else image)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    degradation = check_options(args)
+    device = pick_device(args.device)
+    files = collect_inputs(args.inputs)
+    model, cfg = load(args, degradation, device)
+    scale = resolve_scale(degradation, cfg, args.weights)
+    warn_sigma_range(degradation, cfg, args.weights)
+    op = operator(degradation, scale) if degradation.known else None
+    out_dir = Path(args.out)
+    failed: list[tuple[Path, str]] = []
+    bar = tqdm(files, unit="image", disable=len(files) < 2, file=sys.stderr)
+    for path in bar:
+        try:
+            y, gray = read_input(path)
+            write_output(out_dir, path, restore_one(model, op, y, args, scale), gray)
+        except (DGUNetError, OSError) as err:
+            failed.append((path, str(err)))
+            bar.write(f"skipped {path}: {err}", file=sys.stderr)
+    done = len(files) - len(failed)
+    print(f"restored {done} of {len(files)} image(s) into {out_dir}")
+    if failed:
+        print(f"error: {len(failed)} image(s) not restored: " + "; ".join(str(p) for p, _ in failed),
+              file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,134 @@
+"""`python -m dgunet restore`: known-operator and blind models on files and folders of any size,
+gray inputs, a bad file among good ones, and one-line errors for impossible options."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from _engine_helpers import REPO, crops, env_one_thread, write_rgb
+
+from dgunet import physics
+from dgunet.config import load_config
+from dgunet.data.io import read_image
+from dgunet.models import build_model
+from dgunet.restore import Degradation, operator
+
+WIDTHS = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4}
+
+
+CONFIGS = {"deblurring": "Deblurring/training_nonblind.yml", "sr": "Super_Resolution/training.yml",
+           "denoising": "Denoising/training_gaussian.yml", "deraining": "Deraining/training.yml"}
+
+
+def save_checkpoint(path, task: str, gradient: str, opts: list[str] = ()) -> torch.nn.Module:
+    """A random-weight checkpoint in the engine's format (state dict + the task's training config)."""
+    torch.manual_seed(0)
+    extra = {"gradient": gradient} if gradient != "learned" else {}
+    model = build_model(task, "DGUNet", **WIDTHS, **extra).eval()
+    cfg = load_config(REPO / CONFIGS[task], ["MODEL.GRADIENT", gradient, *opts])
+    torch.save({"state_dict": model.state_dict(), "config": cfg.dump()}, path)
+    return model
+
+
+def restore(args: list[str], cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dgunet", "restore", *args], cwd=cwd, env=env_one_thread(),
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def blur_case(tmp_path):
+    kernel = np.zeros((9, 9))
+    kernel[4, 1:8] = 1 / 7  # a horizontal motion
+    np.save(tmp_path / "k.npy", kernel)
+    img = crops(1, 45, seed=4)[0][:, :37]  # 45x37: no multiple of 8
+    write_rgb(tmp_path / "in" / "photo.png", img)
+    return tmp_path, kernel
+
+
+def test_known_deblurring_restores_any_size_with_the_model_given_the_operator(blur_case):
+    tmp, kernel = blur_case
+    model = save_checkpoint(tmp / "w.pth", "deblurring", "known")
+    out = restore([str(tmp / "in"), "--out", str(tmp / "out"), "--task", "deblurring", "--kernel",
+                   str(tmp / "k.npy"), "--sigma", "0.01", "--weights", str(tmp / "w.pth")], tmp)
+    assert out.returncode == 0, out.stderr
+    restored = read_image(tmp / "out" / "photo.png")
+    assert restored.shape == (3, 45, 37)
+    # The same computation by hand: reflect-pad to 48x40, the model with the circular Blur, crop.
+    y = read_image(tmp / "in" / "photo.png")[None]
+    padded = torch.nn.functional.pad(y, (0, 3, 0, 3), mode="reflect")
+    op = operator(Degradation("deblurring", kernel, 0.01, None), None)
+    with torch.no_grad():
+        expected = model(padded, physics=op)[0][..., :45, :37].clamp(0, 1)
+    assert (restored - expected[0]).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_sr_output_is_scale_times_the_input_and_the_scale_must_match_the_weights(tmp_path):
+    save_checkpoint(tmp_path / "sr.pth", "sr", "known", ["DEGRADE.SCALE", "3", "TRAIN.PATCH_SIZE", "48",
+                                                          "VAL.CROP", "48"])
+    write_rgb(tmp_path / "lr.png", crops(1, 13, seed=5)[0])
+    ok = restore([str(tmp_path / "lr.png"), "--out", str(tmp_path / "o"), "--task", "sr",
+                  "--weights", str(tmp_path / "sr.pth")], tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert cv2.imread(str(tmp_path / "o" / "lr.png")).shape == (39, 39, 3)
+    bad = restore([str(tmp_path / "lr.png"), "--out", str(tmp_path / "o"), "--task", "sr", "--scale", "2",
+                   "--weights", str(tmp_path / "sr.pth")], tmp_path)
+    assert bad.returncode == 2 and "trained for x3, not x2" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_a_folder_with_an_unreadable_file_restores_the_others_and_names_it(tmp_path):
+    save_checkpoint(tmp_path / "w.pth", "denoising", "known")
+    for i, img in enumerate(crops(2, 24, seed=6)):
+        write_rgb(tmp_path / "in" / f"good{i}.png", img)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    gray = cv2.cvtColor(crops(1, 20, seed=7)[0], cv2.COLOR_RGB2GRAY)
+    assert cv2.imwrite(str(tmp_path / "in" / "gray.png"), gray)
+    out = restore([str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--task", "denoising", "--sigma",
+                   "0.05", "--weights", str(tmp_path / "w.pth"), "--tile", "16", "--overlap", "4"], tmp_path)
+    assert out.returncode == 1
+    assert "broken.png" in out.stderr and "restored 3 of 4" in out.stdout
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["good0.png", "good1.png", "gray.png"]
+    assert cv2.imread(str(tmp_path / "o" / "gray.png"), cv2.IMREAD_UNCHANGED).shape == (20, 20)
+
+
+def test_blind_model_restores_with_tiles(tmp_path):
+    save_checkpoint(tmp_path / "w.pth", "deraining", "learned")
+    write_rgb(tmp_path / "rain.png", crops(1, 40, seed=8)[0])
+    out = restore([str(tmp_path / "rain.png"), "--out", str(tmp_path / "o"), "--task", "deraining",
+                   "--weights", str(tmp_path / "w.pth"), "--tile", "24", "--overlap", "8"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert cv2.imread(str(tmp_path / "o" / "rain.png")).shape == (40, 40, 3)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "deblurring", "--kernel", "KERNEL_NOT_A_KERNEL"], "kernel file"),
+    (["--task", "sr", "--scale", "5"], "supports 2, 3, 4"),
+    (["--task", "denoising", "--sigma", "3"], "noise std on [0, 1]"),
+    (["--task", "deraining", "--tile", "30"], "multiple of 8"),
+    (["--task", "deblurring", "--kernel", "KERNEL", "--tile", "64"], "acts on the whole image"),
+    (["--task", "deraining", "--device", "cuda:7"], "--device cuda:7"),
+    (["--task", "deraining"], "pass --weights"),
+    (["--task", "deraining", "--tile", "32", "--overlap", "32"], "overlap < tile"),
+    (["--task", "deblurring", "--kernel", "KERNEL", "--weights", "MISSING.pth"], "MISSING.pth"),
+])
+def test_impossible_options_are_one_line_errors(tmp_path, args, message):
+    write_rgb(tmp_path / "a.png", crops(1, 24)[0])
+    np.save(tmp_path / "k.npy", np.ones((3, 3)) / 9)
+    np.save(tmp_path / "bad.npy", np.ones((3, 3, 3)))
+    names = {"KERNEL_NOT_A_KERNEL": str(tmp_path / "bad.npy"), "KERNEL": str(tmp_path / "k.npy")}
+    args = [names.get(a, a) for a in args]
+    out = restore([str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), *args], tmp_path)
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_operator_carries_sigma_for_the_model():
+    op = operator(Degradation("denoising", None, 0.1, None), None)
+    assert isinstance(op, physics.Identity) and float(op.noise_model.sigma) == pytest.approx(0.1)
