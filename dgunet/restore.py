@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sigma", type=float, metavar="S", help="noise std on [0, 1] images (0.01 = 1%%); "
                         "denoising: Gaussian noise with a known std (without it: real-noise, blind)")
     parser.add_argument("--scale", type=int, metavar="S", help="sr: the factor (default: the checkpoint's)")
-    parser.add_argument("--weights", metavar="W", help="a checkpoint (.pth); required until pretrained "
-                        "models ship for the task")
+    parser.add_argument("--weights", metavar="W", help="a checkpoint (.pth); default for the known-operator "
+                        "tasks: the shipped model (pretrained/manifest.json); required for the blind ones")
     parser.add_argument("--arch", choices=("DGUNet", "DGUNet_plus"), help="default: read from the weights")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32")
@@ -147,14 +147,28 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 # ---------------------------------------------------------------- the model
 
+SHIPPED = {"deblurring": "deblurring", "sr": "sr", "denoising": "denoising"}  # task -> shipped model
+
+
+def weights_for(args: argparse.Namespace, degradation: Degradation) -> str:
+    """--weights, else the shipped model of the task (known operators only)."""
+    from dgunet.pretrained import find, weights_path
+
+    if args.weights:
+        return args.weights
+    if not degradation.known:
+        raise ConfigError(f"--task {args.task} without a known degradation uses a published (blind) model: "
+                          f"pass --weights W (the authors' checkpoint), or describe the degradation "
+                          f"(deblurring: --kernel FILE; denoising: --sigma S)")
+    return str(weights_path(find(SHIPPED[args.task], degradation.scale)))
+
+
 def load(args: argparse.Namespace, degradation: Degradation, device: torch.device):
     """(model, training config or None) for the options; the model is on `device`, in eval mode."""
     from dgunet.testrun.known import checkpoint_config
     from dgunet.testrun.loading import load_model
 
-    if not args.weights:
-        raise ConfigError(f"no pretrained model ships for --task {args.task} yet; pass --weights W (a "
-                          f"checkpoint of train.py, or a published one for the blind tasks)")
+    args.weights = weights_for(args, degradation)
     cfg = checkpoint_config(args.weights)
     gradient = cfg.MODEL.GRADIENT if cfg is not None else "learned"
     if degradation.known and gradient == "learned":

@@ -35,9 +35,9 @@ def save_checkpoint(path, task: str, gradient: str, opts: list[str] = ()) -> tor
     return model
 
 
-def restore(args: list[str], cwd) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dgunet", "restore", *args], cwd=cwd, env=env_one_thread(),
-                          capture_output=True, text=True, timeout=300)
+def restore(args: list[str], cwd, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dgunet", "restore", *args], cwd=cwd,
+                          env={**env_one_thread(), **env}, capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
@@ -113,6 +113,7 @@ def test_blind_model_restores_with_tiles(tmp_path):
     (["--task", "deblurring", "--kernel", "KERNEL", "--tile", "64"], "acts on the whole image"),
     (["--task", "deraining", "--device", "cuda:7"], "--device cuda:7"),
     (["--task", "deraining"], "pass --weights"),
+    (["--task", "sr", "--scale", "2"], "no shipped model for sr x2"),
     (["--task", "deraining", "--tile", "32", "--overlap", "32"], "overlap < tile"),
     (["--task", "deblurring", "--kernel", "KERNEL", "--weights", "MISSING.pth"], "MISSING.pth"),
 ])
@@ -122,7 +123,8 @@ def test_impossible_options_are_one_line_errors(tmp_path, args, message):
     np.save(tmp_path / "bad.npy", np.ones((3, 3, 3)))
     names = {"KERNEL_NOT_A_KERNEL": str(tmp_path / "bad.npy"), "KERNEL": str(tmp_path / "k.npy")}
     args = [names.get(a, a) for a in args]
-    out = restore([str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), *args], tmp_path)
+    out = restore([str(tmp_path / "a.png"), "--out", str(tmp_path / "o"), *args], tmp_path,
+                  DGUNET_PRETRAINED=str(tmp_path / "nothing_shipped"))
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], out.stderr
@@ -132,3 +134,26 @@ def test_impossible_options_are_one_line_errors(tmp_path, args, message):
 def test_the_operator_carries_sigma_for_the_model():
     op = operator(Degradation("denoising", None, 0.1, None), None)
     assert isinstance(op, physics.Identity) and float(op.noise_model.sigma) == pytest.approx(0.1)
+
+
+def test_shipped_models_are_found_by_task_checked_by_sha256_and_used_without_weights(tmp_path):
+    from dgunet.pretrained import export, find, load_pretrained, read_manifest, write_manifest
+
+    shipped = tmp_path / "pretrained"
+    model = save_checkpoint(tmp_path / "run.pth", "denoising", "known")
+    export(tmp_path / "run.pth", shipped / "denoising_gaussian.pth")
+    write_manifest({"denoising-gaussian": {"file": "denoising_gaussian.pth", "task": "denoising"}}, shipped)
+    assert read_manifest(shipped)["denoising-gaussian"].info["bytes"] < 10 * 2**20
+    loaded = load_pretrained("denoising", folder=shipped)
+    pairs = zip(loaded.state_dict().values(), model.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
+    assert find("denoising-gaussian", folder=shipped).task == "denoising"
+    write_rgb(tmp_path / "n.png", crops(1, 24, seed=9)[0])
+    args = [str(tmp_path / "n.png"), "--out", str(tmp_path / "o"), "--task", "denoising", "--sigma", "0.1"]
+    out = restore(args, tmp_path, DGUNET_PRETRAINED=str(shipped))
+    assert out.returncode == 0, out.stderr
+    with open(shipped / "denoising_gaussian.pth", "ab") as f:  # a changed file is refused, not used
+        f.write(b"0")
+    args = [str(tmp_path / "n.png"), "--out", str(tmp_path / "o"), "--task", "denoising", "--sigma", "0.1"]
+    out = restore(args, tmp_path, DGUNET_PRETRAINED=str(shipped))
+    assert out.returncode == 2 and "sha256" in out.stderr
