@@ -1,0 +1,60 @@
+"""The shipped-model pipeline: scripts/train_pretrained.py in its 3-step plumbing mode trains with
+the real train.py, exports, lists (sha256, size, CPU, time) and scores; shipped files reproduce
+the scores their manifest states."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import pytest
+from _engine_helpers import REPO, env_one_thread
+
+from dgunet.pretrained import MAX_BYTES, load_pretrained, pretrained_dir, read_manifest
+
+SCRIPT = REPO / "scripts" / "train_pretrained.py"
+SHIPPED = read_manifest(pretrained_dir())
+CHECKED_CASE = {"deblurring": "motion_03_noise1"}  # else the first case the manifest lists
+
+
+def script():
+    spec = importlib.util.spec_from_file_location("train_pretrained", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_script(tmp_path, *models: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "runs"), "--ship",
+                           str(tmp_path / "ship"), "--plumbing", "--models", *models],
+                          env=env_one_thread(), capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
+    out = run_script(tmp_path, "denoising")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    row = json.loads((tmp_path / "ship" / "manifest.json").read_text())["models"]["denoising"]
+    assert 0 < row["bytes"] <= MAX_BYTES and len(row["sha256"]) == 64
+    assert row["training"]["seconds"] > 0 and "flags" in row["training"]["cpu"]
+    assert len(row["scores"]) == 1 and 10 < next(iter(row["scores"].values())) < 60
+    assert not load_pretrained("denoising", folder=tmp_path / "ship").training
+    # Rerunning is safe: a finished run is not trained again, only exported and scored again.
+    log = (tmp_path / "runs" / "denoising.log").read_text()
+    again = run_script(tmp_path, "denoising")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "runs" / "denoising.log").read_text() == log
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHIPPED, reason="no model ships in pretrained/ yet")
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_models_load_strictly_and_reproduce_their_manifest_score(name):
+    entry = SHIPPED[name]
+    case = CHECKED_CASE.get(name, next(iter(entry.info["scores"])))
+    module = script()
+    model = load_pretrained(name)  # strict load, sha256 checked
+    got = module.score(model, module.RECIPES[name], case_names=[case])[case]
+    assert abs(got - entry.info["scores"][case]) <= 0.05, (name, case, got)
