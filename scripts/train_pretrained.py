@@ -86,7 +86,9 @@ def write_training_photos(folder: Path) -> int:
 
 def train_command(recipe: Recipe, out: Path, plumbing: bool, epochs: int, resume: bool) -> list[str]:
     opts = [*WIDTHS, "OPTIM.BATCH_SIZE", "4", "OPTIM.LR_INITIAL", "3e-4", "TRAIN.PATCH_SIZE", "64",
-            "TRAIN.WORKERS", "0", "TRAIN.SAVE_EVERY", "0", "TRAIN.PRINT_EVERY", "100",
+            "TRAIN.WORKERS", "0", "TRAIN.PRINT_EVERY", "100",
+            # 8 budgets of the learning curve (docs/known_degradation.md) are kept as model_epoch_*.pth
+            "TRAIN.SAVE_EVERY", "0" if plumbing else str(max(1, epochs // 8)), "TRAIN.KEEP_LAST_K", "0",
             "TRAIN.SNAPSHOT_MINUTES", "5", "DATA.TRAIN_DIR", str(out / "train_photos"), "DATA.VAL_DIR", "",
             "OUTPUT.DIR", str(out / "runs"), "OUTPUT.NAME", recipe.name, "OUTPUT.TENSORBOARD", "false",
             *budget(plumbing, epochs), *recipe.opts]
