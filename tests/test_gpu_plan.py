@@ -1,0 +1,145 @@
+"""What the first GPU run depends on, checked on the CPU under a simulated CUDA.
+
+torch.cuda's queries are monkeypatched (is_available, device_count, set_device, ...) and
+torch.distributed.init_process_group is replaced by a recorder, so the device and backend a
+training process would pick on 0, 1 or 2 GPUs are asserted without a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from dgunet.engine import distributed
+from dgunet.engine.distributed import DistEnv, backend_for, pick_device, set_cudnn, setup
+from dgunet.engine.speed import fast_preset
+from dgunet.errors import ConfigError
+from dgunet.models.blocks import subspace_projection
+from dgunet.models.fast import fast_subspace_projection
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch):
+    """A machine with `gpus` visible CUDA GPUs; returns the list of set_device calls."""
+    calls: list[int] = []
+
+    def install(gpus: int) -> list[int]:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        monkeypatch.setattr(torch.cuda, "set_device", calls.append)
+        return calls
+
+    return install
+
+
+@pytest.fixture
+def torchrun(monkeypatch):
+    """torchrun's variables for one rank of a one-host job; init_process_group records its backend."""
+    backends: list[str] = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend=None, **_: backends.append(backend))
+
+    def launch(rank: int, nproc: int) -> list[str]:
+        for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc}.items():
+            monkeypatch.setenv(key, str(value))
+        return backends
+
+    return launch
+
+
+def test_cpu_training_uses_gloo_and_the_cpu(fake_cuda, torchrun):
+    fake_cuda(0)
+    backends = torchrun(rank=1, nproc=2)
+    env = setup()
+    assert (env.rank, env.local_rank, env.world_size, env.local_world_size) == (1, 1, 2, 2)
+    assert backends == ["gloo"]
+    assert pick_device(env) == torch.device("cpu")
+
+
+def test_cuda_training_uses_nccl_for_cuda_tensors_and_one_gpu_per_rank(fake_cuda, torchrun):
+    selected = fake_cuda(2)
+    backends = torchrun(rank=1, nproc=2)
+    env = setup()
+    # NCCL for the CUDA tensors, gloo for any CPU one (NCCL has no CPU backend).
+    assert backends == ["cpu:gloo,cuda:nccl"]
+    assert selected == [1]  # the rank's GPU is selected before NCCL's first collective
+    assert pick_device(env) == torch.device("cuda", 1)
+
+
+def test_more_ranks_than_gpus_is_a_one_line_error_on_every_rank(fake_cuda, torchrun):
+    fake_cuda(1)
+    for rank in (0, 1):  # rank 0 could use cuda:0, but its partner would hang without it
+        backends = torchrun(rank=rank, nproc=2)
+        with pytest.raises(ConfigError) as err:
+            setup()
+        message = str(err.value)
+        assert "\n" not in message
+        assert "2 training processes on this host but 1 visible CUDA GPU" in message
+        assert "--nproc_per_node 1" in message and "CUDA_VISIBLE_DEVICES=" in message
+    assert backends == []  # refused before joining any process group
+
+
+def test_one_process_trains_on_the_first_gpu(fake_cuda, monkeypatch):
+    selected = fake_cuda(1)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    env = setup()  # no torchrun: no process group at all
+    assert env == DistEnv() and not env.enabled
+    assert pick_device(env) == torch.device("cuda", 0) and selected == [0]
+
+
+def test_backend_follows_the_device_not_the_machine(fake_cuda):
+    fake_cuda(2)  # a GPU machine still trains a CPU model through gloo
+    assert backend_for(torch.device("cpu")) == "gloo"
+    assert "cuda:nccl" in backend_for(torch.device("cuda", 0))
+
+
+def test_the_test_session_hides_cuda_outside_cuda_tests():
+    """tests/conftest.py: CPU tests and their children never see a GPU, whatever the machine."""
+    import os
+
+    assert torch.cuda.is_available() is False
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == ""
+    assert distributed.pick_device(DistEnv()) == torch.device("cpu")
+
+
+@pytest.mark.parametrize("benchmark", [True, False])
+def test_cudnn_benchmark_false_also_makes_cudnn_deterministic(benchmark):
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    try:
+        set_cudnn(benchmark)
+        assert torch.backends.cudnn.benchmark is benchmark
+        assert torch.backends.cudnn.deterministic is (not benchmark)
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+
+
+@pytest.mark.parametrize(("native", "emulated", "want"), [(True, True, "bf16"), (False, True, "fp16"),
+                                                          (False, False, "fp16")])
+def test_fast_preset_takes_bf16_only_where_the_card_has_it_natively(monkeypatch, native, emulated, want):
+    """A100/H100 (sm 8+): bf16. V100/T4 emulate bf16 (is_bf16_supported() is True there by
+    default): fp16 with the gradient scaler."""
+
+    def is_bf16_supported(including_emulation: bool = True) -> bool:
+        return native or (including_emulation and emulated)
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert fast_preset("cuda").amp == want
+
+
+def test_solve_ex_merge_agrees_with_the_published_inverse():
+    """The merge's solve_ex (no host sync) computes the published projection to 1e-6."""
+    g = torch.Generator().manual_seed(3)
+    basis, feats = torch.rand(2, 16, 24, 20, generator=g), torch.randn(2, 32, 24, 20, generator=g)
+    fast = fast_subspace_projection(basis, feats)
+    published = subspace_projection(basis, feats)
+    scale = published.abs().max()
+    assert (fast - published).abs().max() <= 1e-6 * scale
+
+    # And equals torch.linalg.solve's answer to the same system (same LU, no error check).
+    v = basis.reshape(2, 16, -1)
+    v = v / (1e-6 + v.abs().sum(dim=2, keepdim=True))
+    gram, rhs = v @ v.transpose(1, 2), v @ feats.reshape(2, 32, -1).transpose(1, 2)
+    checked = torch.linalg.solve(gram, rhs)
+    unchecked = torch.linalg.solve_ex(gram, rhs, check_errors=False).result
+    torch.testing.assert_close(unchecked, checked, rtol=1e-6, atol=1e-6 * float(checked.abs().max()))
