@@ -41,7 +41,8 @@ def torchrun(monkeypatch):
     monkeypatch.setattr(dist, "init_process_group", lambda backend=None, **_: backends.append(backend))
 
     def launch(rank: int, nproc: int) -> list[str]:
-        for key, value in {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc}.items():
+        variables = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": nproc, "LOCAL_WORLD_SIZE": nproc}
+        for key, value in variables.items():
             monkeypatch.setenv(key, str(value))
         return backends
 
@@ -143,3 +144,99 @@ def test_solve_ex_merge_agrees_with_the_published_inverse():
     checked = torch.linalg.solve(gram, rhs)
     unchecked = torch.linalg.solve_ex(gram, rhs, check_errors=False).result
     torch.testing.assert_close(unchecked, checked, rtol=1e-6, atol=1e-6 * float(checked.abs().max()))
+
+
+# ---------------------------------------------------------------- scripts/gpu_check.sh
+
+GPU_WINDOW_S = 12 * 60  # what the first GPU run gets for the check on one H100/H200
+
+
+@pytest.mark.parametrize(("device", "quick"), [("cuda", False), ("cpu", True), ("cpu", False)])
+def test_every_plan_fits_its_budget(device, quick):
+    from dgunet.gpucheck import default_budget, plan
+
+    steps = plan(device, quick)
+    assert sum(s.timeout for s in steps) < default_budget(device, quick)
+    assert all(s.timeout >= 30 for s in steps)  # each step has a limit of its own, and a usable one
+    required = [s for s in steps if not s.optional]
+    assert steps[:len(required)] == required  # required steps first: a spent budget only skips optional ones
+
+
+def test_the_cuda_plan_fits_twelve_minutes_most_valuable_first_compile_last():
+    from dgunet.gpucheck import CUDA_BUDGET_S, plan
+
+    steps = plan("cuda", quick=False)
+    assert sum(s.timeout for s in steps) < CUDA_BUDGET_S <= GPU_WINDOW_S - 60  # a minute of margin at least
+    names = ["cuda tests", "inference 256x256", "training step, published batch per GPU"]
+    assert [s.name for s in steps[:3]] == names
+    assert not any(s.optional for s in steps[:3])
+    compiling = [s for s in steps if "--compile" in s.args]
+    assert compiling == [steps[-1]] and steps[-1].optional  # torch.compile only in the last, optional step
+    assert "not compiled" in steps[0].args  # the cuda tests leave their compile test out
+
+
+def test_dry_run_prints_the_plan_with_each_steps_budget(capsys):
+    from dgunet.gpucheck import main, plan
+
+    for argv, steps in ((["--device", "cpu", "--quick", "--plan"], plan("cpu", True)),
+                        (["--plan"], plan("cuda", False))):  # the CUDA plan is readable without a GPU
+        assert main(argv) == 0
+        out = capsys.readouterr().out
+        for step in steps:
+            line = next(ln for ln in out.splitlines() if step.name in ln)
+            assert f" {step.timeout} s" in line
+        assert f"limits {sum(s.timeout for s in steps)} s in all" in out
+
+
+def outcome(name: str, ok: bool, output: str, skipped: bool = False, optional: bool = False):
+    from dgunet.gpucheck import Outcome, Step
+
+    return Outcome(Step(name, ["-c", "pass"], 60, optional=optional), ok, 1.0, output, skipped=skipped)
+
+
+def test_the_docs_writer_refuses_a_failed_or_skipped_step():
+    from dgunet.gpucheck import step_block
+
+    with pytest.raises(ValueError, match="inference 256x256.*FAILED"):
+        step_block(outcome("inference 256x256", False, "| faithful | 9.9 |"), "H200", "today")
+    with pytest.raises(ValueError, match="skipped"):
+        step_block(outcome("training step", False, "", skipped=True), "H200", "today")
+
+
+def test_a_failed_run_keeps_the_good_numbers_of_an_earlier_one(tmp_path):
+    from dgunet.gpucheck import BEGIN, END, write_results
+
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text(f"# Benchmarks\n\n{BEGIN}\n_Not yet run on a GPU._\n{END}\n\nafter\n")
+    first = [outcome("inference 256x256", True, "| faithful | 0.010 |"),
+             outcome("training step", True, "| 0.5 |")]
+    assert write_results(docs, first, "NVIDIA H200 x1")
+    text = docs.read_text()
+    assert "### inference 256x256: NVIDIA H200 x1" in text and "| faithful | 0.010 |" in text
+    assert "_Not yet run" not in text and text.startswith("# Benchmarks\n") and text.endswith("after\n")
+
+    # Next run: inference fails with garbage, training passes with new numbers.
+    second = [outcome("inference 256x256", False, "| faithful | 99 |"),
+              outcome("training step", True, "| 0.4 |")]
+    assert write_results(docs, second, "NVIDIA H100 x1")
+    text = docs.read_text()
+    assert "| faithful | 0.010 |" in text and "| faithful | 99 |" not in text  # kept from the good run
+    assert "### inference 256x256: NVIDIA H200 x1" in text
+    assert "### training step: NVIDIA H100 x1" in text and "| 0.4 |" in text and "| 0.5 |" not in text
+    assert text.index("inference 256x256") < text.index("training step")  # plan order
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.md"]  # atomic: no temporary left
+
+    # A run where nothing passed does not touch the file at all.
+    before = docs.read_bytes()
+    assert not write_results(docs, [outcome("inference 256x256", False, "boom")], "NVIDIA H100 x1")
+    assert docs.read_bytes() == before
+
+
+def test_only_required_steps_decide_the_exit_status():
+    from dgunet.gpucheck import required_passed, summary
+
+    optional_failed = [outcome("cuda tests", True, ""), outcome("compile", False, "", optional=True)]
+    assert required_passed(optional_failed)
+    assert not required_passed([outcome("cuda tests", False, ""), outcome("compile", True, "", optional=True)])
+    skipped = [outcome("cuda tests", True, ""), outcome("compile", False, "", skipped=True, optional=True)]
+    assert "SKIP  compile" in summary(skipped, "H200", 1.0) and required_passed(skipped)
