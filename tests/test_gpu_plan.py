@@ -240,3 +240,44 @@ def test_only_required_steps_decide_the_exit_status():
     assert not required_passed([outcome("cuda tests", False, ""), outcome("compile", True, "", optional=True)])
     skipped = [outcome("cuda tests", True, ""), outcome("compile", False, "", skipped=True, optional=True)]
     assert "SKIP  compile" in summary(skipped, "H200", 1.0) and required_passed(skipped)
+
+
+# ---------------------------------------------------------------- host syncs and memory figures
+
+def test_the_training_batchs_operator_is_copied_without_blocking(monkeypatch):
+    """split_batch: the kernels and sigmas reach the device with non_blocking copies (a blocking
+    copy from pinned memory waits for the GPU at every step)."""
+    from dgunet.engine import data
+
+    copies: list[dict] = []
+
+    class Pinned:
+        def to(self, device, **kwargs):
+            copies.append(kwargs)
+            return self
+
+    monkeypatch.setattr(data, "build_operator", lambda spec, kernels, sigma: (kernels, sigma))
+    batch = (torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), ["a"], {"kernel": Pinned(), "sigma": Pinned()})
+    _inp, _target, op = data.split_batch(batch, "deblurring", spec=object())
+    assert copies == [{"non_blocking": True}] * 2 and isinstance(op[0], Pinned)
+
+
+def test_cuda_peak_counts_only_what_the_path_allocates(monkeypatch):
+    """bench.cuda_peak under a simulated allocator: 3 GiB resident (other paths' copies), the
+    run peaks at 5 GiB: the figure is 2 GiB."""
+    from dgunet import bench
+
+    gib = 2 ** 30
+    state = {"allocated": 3 * gib, "peak": 7 * gib}  # an earlier path peaked at 7 GiB
+
+    def reset():
+        state["peak"] = state["allocated"]
+
+    def run():
+        state["peak"] = max(state["peak"], 5 * gib)
+
+    fakes = {"synchronize": lambda: None, "empty_cache": lambda: None, "reset_peak_memory_stats": reset,
+             "memory_allocated": lambda: state["allocated"], "max_memory_allocated": lambda: state["peak"]}
+    for name, fake in fakes.items():
+        monkeypatch.setattr(torch.cuda, name, fake)
+    assert bench.cuda_peak(run) == 2 * gib
