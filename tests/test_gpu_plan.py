@@ -281,3 +281,19 @@ def test_cuda_peak_counts_only_what_the_path_allocates(monkeypatch):
     for name, fake in fakes.items():
         monkeypatch.setattr(torch.cuda, name, fake)
     assert bench.cuda_peak(run) == 2 * gib
+
+
+def test_train_py_with_two_ranks_on_one_gpu_stops_with_one_line(fake_cuda, torchrun, tmp_path, capsys):
+    """The engine's entry point (what <Task>/train.py calls) under `torchrun --nproc_per_node 2`
+    on a one-GPU host: exit code 2 and one line on stderr, no traceback, before any data is read."""
+    from _engine_helpers import REPO, small_opts
+
+    from dgunet.engine import main
+
+    fake_cuda(1)
+    torchrun(rank=0, nproc=2)
+    argv = ["--opts", *small_opts("deraining", tmp_path)]
+    code = main("deraining", REPO / "Deraining" / "training.yml", argv)
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: 2 training processes on this host")
+    assert "Traceback" not in err
