@@ -221,10 +221,19 @@ def peak_rss_bytes() -> int:
 
 
 def cuda_peak(run: Callable[[], Tensor]) -> int:
+    """Peak CUDA memory `run` allocates on top of what was allocated before it.
+
+    The absolute max_memory_allocated() would count every other path's model copy (and, in the
+    training bench, its optimizer state) held by this process; reset_peak_memory_stats() sets
+    the peak to the current allocation, so peak - resident is this run's own working memory.
+    """
+    torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+    resident = torch.cuda.memory_allocated()
     run()
-    return torch.cuda.max_memory_allocated()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - resident
 
 
 def child_command(args: argparse.Namespace, name: str, out_file: str) -> list[str]:
@@ -432,7 +441,7 @@ def run(args: argparse.Namespace) -> int:
             for p in in_process}
     if args.device == "cuda":
         for name, run_path in runs.items():
-            rows[name].memory = f"{gib(cuda_peak(run_path))} allocated"
+            rows[name].memory = f"+{gib(cuda_peak(run_path))} allocated"
     elif in_children:
         with tempfile.TemporaryDirectory() as workdir:
             for p in paths:

@@ -134,12 +134,12 @@ def release_free_memory() -> None:
 
 
 def peak_memory(stepper: Stepper, device: str) -> str:
-    """Peak memory of one more step: CUDA allocator peak, or on CPU the RSS growth during it
-    (over the weights, optimizer state and everything else this process holds)."""
+    """Peak memory of one more step over what was resident before it (weights, optimizer state
+    and every other path's copies): the CUDA allocator's growth, or on CPU the RSS growth."""
     from dgunet.bench import cuda_peak, gib, peak_rss_bytes, reset_peak_rss, rss_bytes
 
     if device == "cuda":
-        return f"{gib(cuda_peak(stepper.step))} allocated"
+        return f"+{gib(cuda_peak(stepper.step))} allocated"
     release_free_memory()
     base = rss_bytes()
     if not reset_peak_rss():

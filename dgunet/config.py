@@ -79,7 +79,8 @@ def defaults() -> CN:
     c.TRAIN.ADAM = "loop"  # loop (published) | foreach | fused: Adam's kernel, same update
     c.TRAIN.FAST_MERGE = False  # solve-based merge projection (same function, faster)
     c.TRAIN.SPEED = "published"  # published: the keys above; fast: the fastest result-keeping preset
-    c.TRAIN.CUDNN_BENCHMARK = True  # as published; set False for bit-repeatable GPU runs
+    c.TRAIN.CUDNN_BENCHMARK = True  # as published; False: no autotuning and cudnn.deterministic
+    # (engine.distributed.set_cudnn), for bit-repeatable GPU runs on the same card
     c.TRAIN.RESUME = False
     c.TRAIN.INIT_FROM = ""  # weights to start from (CS phase 2: phase 1's net_best.pkl)
     c.TRAIN.PHASE = 1  # compressive sensing: 1 = 32x32 blocks, 2 = "deblock" on larger crops

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# One-command check of a GPU machine: the cuda tests, inference and training benches, the data
-# loader; rewrites the results section of docs/benchmarks.md; exits non-zero when a step failed.
-#   scripts/gpu_check.sh                        # CUDA
+# One-command check of a GPU machine (docs/gpu.md): the cuda tests, the inference and training
+# benches, then optional steps (whole frames, data loader, torch.compile last), each under its
+# own time limit; the passed steps' results go into docs/benchmarks.md; exits non-zero when a
+# required step failed.
+#   scripts/gpu_check.sh                        # CUDA, at most 10 minutes
+#   scripts/gpu_check.sh --plan                 # the steps and their limits, nothing run
 #   scripts/gpu_check.sh --device cpu --quick   # any machine, about a minute
 # The work is done by dgunet/gpucheck.py; PYTHON picks the interpreter (default: .venv, then python3).
 set -euo pipefail

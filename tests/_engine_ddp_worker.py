@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from _engine_helpers import DDP_TRAIN_OPTS, fixed_batch, one_step, step_config, task_config
 
 from dgunet.engine import train
@@ -21,6 +22,7 @@ def main() -> None:
     env = setup()
     assert env.world_size == 2, "run me with torchrun --nproc_per_node 2"
     r = env.rank
+    print(f"rank {r}: backend {dist.get_backend()}", flush=True)  # follows the training device
     inputs, targets = fixed_batch(8)
     mine = (inputs[4 * r:4 * r + 4], targets[4 * r:4 * r + 4])
 

@@ -100,9 +100,16 @@ def small_opts(task: str, task_dir: Path, epochs: int | None = 2, batch: int = 2
     return opts
 
 
-def env_one_thread() -> dict[str, str]:
-    """Child processes use one thread each: two cores, and several children at once."""
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+def env_one_thread(cuda: bool = False) -> dict[str, str]:
+    """Child processes use one thread each: two cores, and several children at once.
+
+    Without `cuda` they see no GPU (CUDA_VISIBLE_DEVICES empty), so that a CPU test trains on
+    the CPU with gloo also on a GPU machine; the `cuda` tests pass cuda=True.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if not cuda:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
 
 
 def train_py(task: str) -> Path:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# Asked once at import, before any test hides the GPUs from child processes: the CUDA driver
+# reads CUDA_VISIBLE_DEVICES when it starts, so this process's `cuda` tests keep their GPUs.
+CUDA_PRESENT = torch.cuda.is_available()
+VISIBLE_BEFORE = os.environ.get("CUDA_VISIBLE_DEVICES")
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -32,12 +39,36 @@ def fixtures() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cpu_by_default():
+    """The tests run on the CPU also where a GPU is visible; only tests marked `cuda` see it.
+
+    The engine trains on CUDA whenever it sees it (dgunet.engine.distributed.pick_device), but
+    the CPU tests compare bits, tolerances and gloo collectives made for the CPU. So for the
+    session (module fixtures included) torch.cuda.is_available() answers False and child
+    processes (train.py, torchrun workers) start with CUDA_VISIBLE_DEVICES empty;
+    `cuda_for_marked_tests` undoes both inside each `cuda` test.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.cuda, "is_available", lambda: False)
+        patch.setenv("CUDA_VISIBLE_DEVICES", "")
+        yield
+
+
+@pytest.fixture(autouse=True)
+def cuda_for_marked_tests(request, monkeypatch):
+    if request.node.get_closest_marker("cuda") is not None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: CUDA_PRESENT)
+        if VISIBLE_BEFORE is None:
+            monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        else:
+            monkeypatch.setenv("CUDA_VISIBLE_DEVICES", VISIBLE_BEFORE)
+
+
 @pytest.fixture
 def one_thread():
     """One torch thread in this process: the 2 cores are shared with the scripts under test, and
     two threads that each wait for the other's time slice are far slower than one."""
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -19,8 +19,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_both_ranks_end_with_identical_weights_equal_to_one_process(tmp_path_factory):
     out = ddp_results(tmp_path_factory.getbasetemp())
     log = (out / "log.txt").read_text()
+    # CPU models get gloo (the children see no GPU even on a GPU machine: tests/conftest.py).
+    assert "rank 0: backend gloo" in log and "rank 1: backend gloo" in log
     assert "world size 2" in log and "effective batch 4 = world size 2 x accumulation 1 x micro-batch 2" in log
-    rank0, rank1 = (torch.load(out / f"train_rank{r}.pt") for r in (0, 1))
+    rank0, rank1 = (torch.load(out / f"train_rank{r}.pt", map_location="cpu", weights_only=True)
+                    for r in (0, 1))
     assert rank0["epoch"] == rank1["epoch"] == 2
     for key, value in rank0["weights"].items():
         assert torch.equal(value, rank1["weights"][key]), key
@@ -39,7 +42,7 @@ def test_one_step_split_over_two_ranks_equals_one_process(tmp_path_factory):
     inputs, targets = fixed_batch(8)
     want = one_step(step_config(accum=1), DistEnv(), [(inputs, targets)])
     for rank in (0, 1):
-        got = torch.load(out / f"step_2x4_rank{rank}.pt")
+        got = torch.load(out / f"step_2x4_rank{rank}.pt", map_location="cpu", weights_only=True)
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5)  # all-reduced mean over ranks
         scale = max(float(g.abs().max()) for g in want["grads"].values())
         for name, grad in want["grads"].items():

@@ -371,6 +371,7 @@ def test_model_stays_trainable_after_restore(small, image):
         small.eval()
 
 
+@pytest.mark.cuda  # sees the GPU (tests/conftest.py hides it from unmarked tests)
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_half_precisions_close():
     model = keyed(build_model("deblurring", "DGUNet", **SMALL)).cuda()

@@ -128,7 +128,7 @@ def test_two_gloo_processes_with_accumulation_resume_bitwise_after_three_sigterm
     why = f"SIGTERM on rank 0 inside steps {stops} (seed {seed}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}"
     assert proc.returncode == 0, why
     for rank in (0, 1):  # rank 1 was never signalled, yet stopped at the same steps
-        assert torch.load(tmp_path / f"codes_rank{rank}.pt") == [143, 143, 143, 0], why
+        assert torch.load(tmp_path / f"codes_rank{rank}.pt", weights_only=True) == [143, 143, 143, 0], why
     straight_log, cut_log = proc.stdout.split("=== cut ===")
     assert step_lines(cut_log) == step_lines(straight_log) and len(step_lines(straight_log)) == 6, why
     runs = tmp_path / "checkpoints"

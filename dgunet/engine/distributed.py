@@ -24,6 +24,7 @@ class DistEnv:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    local_world_size: int = 1  # processes on this host (torchrun's LOCAL_WORLD_SIZE)
 
     @property
     def is_main(self) -> bool:
@@ -35,25 +36,59 @@ class DistEnv:
 
 
 def pick_device(env: DistEnv) -> torch.device:
-    """CUDA when present (one GPU per local rank), else CPU."""
-    if torch.cuda.is_available():
-        torch.cuda.set_device(env.local_rank % torch.cuda.device_count())
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
+    """The training device of this rank: its own GPU when CUDA is visible, else the CPU.
+
+    One GPU per local rank. More ranks on this host than visible GPUs is a ConfigError on every
+    rank (NCCL would fail later with "Duplicate GPU detected", or two ranks would share a card).
+    """
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    gpus = torch.cuda.device_count()
+    if env.local_world_size > gpus or env.local_rank >= gpus:
+        raise ConfigError(
+            f"{env.local_world_size} training processes on this host but {gpus} visible CUDA GPU(s): "
+            f"launch torchrun --nproc_per_node {gpus} (or fewer), or hide the GPUs (CUDA_VISIBLE_DEVICES=) "
+            f"to train on the CPU")
+    torch.cuda.set_device(env.local_rank)
+    return torch.device("cuda", env.local_rank)
 
 
-def setup() -> DistEnv:
-    """Join the process group torchrun describes (NCCL on GPUs, gloo on CPU); no-op alone."""
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for a model trained on `device`.
+
+    NCCL has no CPU tensors, so a CUDA run gets gloo for its CPU tensors and NCCL for its CUDA
+    ones (torch.distributed dispatches each collective by the tensor's device); a CPU run gets gloo.
+    """
+    return "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+
+
+def env_from_torchrun() -> DistEnv:
+    """This process's place in the job from torchrun's variables (one process without them)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistEnv()
-    env = DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world)
-    if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            pick_device(env)  # NCCL needs the rank's GPU selected before the first collective
-        dist.init_process_group(backend=backend)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    return DistEnv(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world, local_world)
+
+
+def setup() -> DistEnv:
+    """Join the process group torchrun describes, its backend following the training device of
+    `pick_device` (which also selects the rank's GPU before NCCL's first collective); no-op alone."""
+    env = env_from_torchrun()
+    if env.enabled and not dist.is_initialized():
+        dist.init_process_group(backend=backend_for(pick_device(env)))
     return env
+
+
+def set_cudnn(benchmark: bool) -> None:
+    """cuDNN autotuning on (published, fastest) or off with deterministic kernels.
+
+    Without autotuning cuDNN may still pick kernels that sum in a varying order (atomics in the
+    backward of some convolutions); `deterministic` excludes them, so two runs on the same card
+    and software give the same bits (a resume equals an uninterrupted run).
+    """
+    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.deterministic = not benchmark
 
 
 def teardown(env: DistEnv) -> None:

@@ -52,7 +52,8 @@ def fast_preset(device: torch.device | str, has_fast_bf16: bool | None = None) -
     """
     device = torch.device(device)
     if device.type == "cuda":
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Native bf16 only (compute capability 8+): V100 / T4 would emulate it, slower than fp16.
+        amp = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp16"
         return SpeedOptions(amp=amp, channels_last=True, adam="fused", fast_merge=True)
     native = cpu_has_fast_bf16() if has_fast_bf16 is None else has_fast_bf16
     if native:

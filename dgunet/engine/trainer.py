@@ -43,6 +43,7 @@ from dgunet.engine.distributed import (
     batch_plan,
     gather_to_all,
     pick_device,
+    set_cudnn,
     setup,
     sum_over_ranks,
     teardown,
@@ -354,7 +355,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
     plan = batch_plan(cfg.OPTIM.BATCH_SIZE, cfg.TRAIN.ACCUM_STEPS, env.world_size)
     device = pick_device(env)
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = cfg.TRAIN.CUDNN_BENCHMARK
+        set_cudnn(cfg.TRAIN.CUDNN_BENCHMARK)  # false: also deterministic kernels
     out = output_dir(cfg)
     done = read_metrics(out)
     if not cfg.TRAIN.RESUME and done and (out / ckpts.LATEST).is_file():

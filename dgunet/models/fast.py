@@ -53,9 +53,12 @@ def fast_subspace_projection(basis: Tensor, feats: Tensor) -> Tensor:
         f = feats.float().reshape(b, n, h * w)
         gram = v @ v.transpose(1, 2)  # (B,K,K)
         rhs = v @ f.transpose(1, 2)  # (B,K,n)
-        # LU solve, not Cholesky: no data-dependent branch (no GPU sync, no compile graph
-        # break), and a 16x16 factorisation costs nothing next to the products.
-        coeff = torch.linalg.solve(gram, rhs)  # (B,K,n)
+        # LU solve, not Cholesky: no data-dependent branch (no compile graph break), and a
+        # 16x16 factorisation costs nothing next to the products. solve_ex without
+        # check_errors: `solve` reads the LU info back to the host to raise on a singular G,
+        # a GPU sync on every merge. A singular G gives non-finite outputs instead, which the
+        # trainer's non-finite-loss check skips (a step with nothing stepped).
+        coeff = torch.linalg.solve_ex(gram, rhs, check_errors=False).result  # (B,K,n)
         out = coeff.transpose(1, 2) @ v  # (B,n,HW)
     return out.reshape(b, n, h, w).to(out_dtype)
 
