@@ -17,7 +17,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from dgunet.atomic import atomic_open, write_text_atomic
+from dgunet.atomic import atomic_open, write_text_atomic, writing
 
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
@@ -47,7 +47,8 @@ class Records:
         self.out_dir, self.enabled = Path(out_dir), enabled
         self.writer = None
         if enabled:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with writing(self.out_dir):
+                self.out_dir.mkdir(parents=True, exist_ok=True)
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -83,7 +84,7 @@ class Records:
         if not self.enabled:
             return
         row = {k: _json_value(v) for k, v in row.items()}
-        with open(self.out_dir / METRICS, "a") as f:
+        with writing(self.out_dir / METRICS), open(self.out_dir / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.writer is not None:
             for key, value in row.items():
