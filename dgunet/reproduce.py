@@ -190,7 +190,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint; for cs one file per ratio or a path with {ratio}")
     parser.add_argument("--data-root", required=True, help="folder holding the task's test sets")
     parser.add_argument("--results", default="results", help="output root (default ./results)")
-    parser.add_argument("--cs-ratios", type=float, nargs="+", default=None,
+    parser.add_argument("--cs-ratios", type=options.percent, nargs="+", default=None,
                         help="cs only: sampling ratios in percent (default: those of the checkpoints)")
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=True)

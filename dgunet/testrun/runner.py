@@ -87,7 +87,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=task != "cs")
     if task == "cs":
-        parser.add_argument("--cs-ratio", type=float, default=None,
+        parser.add_argument("--cs-ratio", type=options.percent, default=None,
                             help="sampling ratio in percent (default: read from the checkpoint)")
     if task in known.KNOWN_PROTOCOLS:
         known.add_known_arguments(parser, task)
@@ -116,6 +116,7 @@ def make_context(task: str, args: argparse.Namespace, weights: str, cs_ratio: fl
     gradient = known.model_gradient(args, cfg) if protocol else "learned"
     loaded = load_model(task, weights, args.arch, options.given_widths(args), cs_ratio,
                         options.pick_device(args.device), gradient=gradient)
+    options.check_tile_for(loaded.model, restore)
     log(f"model: {loaded.describe(task)}, weights {weights}" + (f", gradient {gradient}" if protocol else ""))
     run = known.make_known_run(task, args, protocol, loaded.model, cfg) if protocol else None
     return Context(task, loaded.model, loaded.arch, restore, loaded.cs_ratio, args.workers,
