@@ -194,6 +194,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="cs only: sampling ratios in percent (default: those of the checkpoints)")
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=True)
+    options.add_skip_bad_argument(parser)
     known.add_known_arguments(parser, None)
 
 
@@ -220,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
         ctx = make_context(task, args, weights, ratio)
         arch, restore = ctx.arch, ctx.restore
         result_root = out_root / f"ratio_{ratio_key(ctx.cs_ratio)}" if task == "cs" else out_root
-        results, _ = run_datasets(ctx, specs, args.data_root, result_root, skip_missing=True)
+        results, _ = run_datasets(ctx, specs, args.data_root, result_root, skip_missing=True,
+                                  skip_bad=args.skip_bad)
         runs.append((ctx.cs_ratio, results))
     header = _header(args, restore, args.weights or [f"{args.method} baseline"])
     if protocol:

@@ -78,6 +78,13 @@ def add_run_arguments(parser: argparse.ArgumentParser, tiles: bool = True) -> No
                        help="processes for scoring image folders (default 0: in this process)")
 
 
+def add_skip_bad_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="test without the files the up-front check finds unusable (no target, "
+                             "unreadable, gray vs RGB, too small) and list them in scores.json; "
+                             "default: list them and stop before restoring anything")
+
+
 def pick_device(name: str | None) -> torch.device:
     """The --device to run on; ConfigError (one line) for a name torch does not know or cannot use here."""
     if name is None:

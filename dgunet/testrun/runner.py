@@ -21,6 +21,7 @@ from dgunet.testrun.datasets import (
     select_datasets,
 )
 from dgunet.testrun.loading import load_model
+from dgunet.testrun.precheck import check_sets
 from dgunet.testrun.restoring import check_supported
 from dgunet.testrun.results import DatasetResult
 
@@ -54,10 +55,17 @@ def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tup
 
 
 def run_datasets(ctx: Context, specs: list[DatasetSpec], data_root: str | Path, result_root: str | Path,
-                 skip_missing: bool = False) -> tuple[list[DatasetResult], list[DatasetSpec]]:
-    """Test every located set into <result_root>/<name>/. Returns (results, skipped sets)."""
+                 skip_missing: bool = False,
+                 skip_bad: bool = False) -> tuple[list[DatasetResult], list[DatasetSpec]]:
+    """Test every located set into <result_root>/<name>/. Returns (results, skipped sets).
+
+    Every set is checked before the first is restored (dgunet.testrun.precheck); a bad file
+    stops the test unless `skip_bad`, which leaves it out and lists it in scores.json.
+    """
     results, skipped = [], []
-    for spec, folder in locate(Path(data_root), specs, skip_missing):
+    found = locate(Path(data_root), specs, skip_missing)
+    ctx.bad_files = check_sets(found, skip_bad, ctx.log, channels=getattr(ctx.model, "in_c", 3))
+    for spec, folder in found:
         if folder is None:
             ctx.log(f"{spec.name}: not found under {data_root}, skipped")
             skipped.append(spec)
@@ -86,6 +94,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                         help=f"one or more of {', '.join(names)} (default: all that exist)")
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=task != "cs")
+    options.add_skip_bad_argument(parser)
     if task == "cs":
         parser.add_argument("--cs-ratio", type=options.percent, default=None,
                             help="sampling ratio in percent (default: read from the checkpoint)")
@@ -127,7 +136,8 @@ def run_test(task: str, args: argparse.Namespace) -> list[DatasetResult]:
     specs = select_datasets(task, args.dataset, known.known_protocol(task, args))
     locate(Path(args.input_dir), specs, skip_missing=not args.dataset)  # fail before loading the model
     ctx = make_context(task, args, args.weights, getattr(args, "cs_ratio", None))
-    results, _ = run_datasets(ctx, specs, args.input_dir, args.result_dir, skip_missing=not args.dataset)
+    results, _ = run_datasets(ctx, specs, args.input_dir, args.result_dir, skip_missing=not args.dataset,
+                              skip_bad=args.skip_bad)
     return results
 
 
