@@ -373,7 +373,10 @@ def _train(cfg, env: DistEnv) -> TrainResult:
     out = output_dir(cfg)
     # Before anything is read or written there: a second training on the folder is refused.
     with run_lock(out, env.is_main, lambda failed: any_rank([failed], env, device)[0]):
-        return _run(cfg, env, plan, device, out)
+        try:
+            return _run(cfg, env, plan, device, out)
+        finally:
+            Records.close_progress_bars()
 
 
 def _run(cfg, env: DistEnv, plan, device: torch.device, out: Path) -> TrainResult:
