@@ -40,7 +40,10 @@ TASK_TITLES = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising"
 def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tuple[DatasetSpec, Path | None]]:
     """(spec, folder or None) per set. Missing sets raise unless `skip_missing`; none at all always raises."""
     if not root.is_dir() and any(spec.kind != "photos" for spec in specs):  # Photos needs no folder
-        raise DataError(f"data root {root} does not exist; pass the folder that holds the test sets")
+        photos = any(spec.kind == "photos" for spec in specs)
+        raise DataError(f"data root {root} does not exist; pass the folder that holds the test sets"
+                        + (" (--input_dir), or --dataset Photos to test on the photos scikit-image ships"
+                           if photos else ""))
     found = [(spec, find_dataset(root, spec)) for spec in specs]
     missing = [spec for spec, folder in found if folder is None]
     if len(missing) == len(specs) == 1:
