@@ -6,7 +6,9 @@ state at its start. After the epoch: scheduler.step(), then model_latest.pth, wh
 describes an epoch boundary (a fresh run writes epoch 0 before training). Inside an epoch,
 snapshot.pth freezes the exact step (dgunet/engine/snapshots.py): every TRAIN.SNAPSHOT_MINUTES,
 and when SIGTERM/SIGINT stops the run after finishing its current step. --resume continues
-from the snapshot when it is ahead of model_latest.pth. A non-finite loss saves nothing.
+from the snapshot when it is ahead of model_latest.pth. A non-finite loss saves nothing, and
+weights are checked finite before every save. The run folder is locked for the whole run
+(dgunet/engine/lock.py): one training per folder.
 """
 
 from __future__ import annotations
