@@ -386,6 +386,18 @@ def test_bad_test_sets_are_reported_before_restoring_then_skip_bad_lists_them(tm
     assert [i["name"] for i in hide["images"]] == ["img_000"] and hide["skipped"][0]["name"] == "broken"
 
 
+def test_an_unreadable_clean_image_of_a_known_operator_set_stops_before_any_case(tmp_path):
+    write_image(tmp_path / "Datasets" / "Kodak24" / "fine.png", photo(64, 64))
+    (tmp_path / "Datasets" / "Kodak24" / "junk.png").write_bytes(b"not an image")
+    cmd = [str(REPO / "Denoising" / "test.py"), "--protocol", "gaussian", "--method", "wiener", "--input_dir",
+           "Datasets", "--dataset", "Kodak24", "--result_dir", "results"]
+    for extra in ([], ["--skip-bad"]):  # that runner takes no skip list: --skip-bad stops too, saying so
+        proc = test_script([*cmd, *extra], tmp_path)
+        assert proc.returncode == 2 and "junk.png cannot be read" in proc.stdout
+        assert ("--skip-bad cannot leave files out" in one_error_line(proc.stderr)) == bool(extra)
+        assert not (tmp_path / "results").exists()
+
+
 def test_images_smaller_than_the_protocols_ssim_window_are_named_up_front(tmp_path):
     from dgunet.testrun.precheck import check_paired, smallest_side
 
