@@ -8,6 +8,9 @@ PSNRs of that epoch so far; `mix_rng`: every rank's MixUp generator state; and `
 settings that give a step number its meaning (batch, widths, data). The sample order, the data
 augmentations and the loader's generator are pure functions of (seed, epoch[, rank]), so the
 position alone restores them; MixUp's generator and the global RNGs are saved as states.
+A resume from an epoch boundary checks the part of the fingerprint that must hold between
+epochs too (`check_boundary`: model, data folder, batch, degradation), read from the config
+every engine checkpoint stores.
 """
 
 from __future__ import annotations
