@@ -9,6 +9,7 @@ mismatch the error says which variant the file holds and which one the model is.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from collections.abc import Mapping
@@ -36,23 +37,32 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         reason = _unpickler_reason(str(err))
-        if not any(word in reason for word in ("global", "GLOBAL", "reduce", "class", "build")):
+        if not _names_code(str(err)):
             raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch file ({reason}). "
                                   f"Is the download complete (not an HTML page)?") from None
         raise CheckpointError(
-            f"refused to load {path}: it holds pickled Python objects other than tensors and "
-            f"plain containers, which could run code when loaded, so it was not unpickled "
-            f"({reason}). If you trust its source, re-save just its state dict "
-            f"(torch.save(model.state_dict(), ...)) and load that."
+            f"refused to load {path}: it holds pickled code ({reason}); refused, nothing was run. "
+            f"If you trust its source, re-save it with torch.save(model.state_dict(), ...) and load that."
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err}. Is the file complete "
                               f"(not an HTML download page or a truncated copy)?") from None
 
 
+_CODE_WORDS = ("global", "reduce", "class", "build", "blocked")
+
+
+def _names_code(message: str) -> bool:
+    """Whether torch's weights_only error is about a callable or class in the pickle (not damage)."""
+    return any(word in message.lower() for word in _CODE_WORDS)
+
+
 def _unpickler_reason(message: str) -> str:
     """The one informative line of torch's long weights_only error."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
+    for line in lines:  # torch >= 2.6: "Trying to load unsupported GLOBAL posix.system ..."
+        if line.startswith("Trying to load unsupported") or line.startswith("Unsupported global"):
+            return line.split(". ")[0].rstrip(".")
     for i, line in enumerate(lines):
         if "WeightsUnpickler error" in line:
             tail = line.split("WeightsUnpickler error:", 1)[1].strip()
@@ -148,16 +158,41 @@ def _mismatch_message(source: str, ckpt: StateDict, model: nn.Module) -> str | N
     return "\n".join(lines)
 
 
-def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping[str, Tensor]) -> nn.Module:
-    """Load published or our own weights into `model`, strictly. Returns the model."""
+def first_non_finite(state: Mapping[str, Tensor]) -> str | None:
+    """The name of the first floating-point tensor of `state` holding a NaN or an infinity, or None."""
+    for name, value in state.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return name
+    return None
+
+
+def check_finite(state: Mapping[str, Tensor], source: str) -> None:
+    """CheckpointError naming `source` and the first tensor with a NaN or an infinity.
+
+    Every path that loads weights calls this: NaN weights restore black images that still get a
+    PSNR, and training from them fails one step later with advice that does not fit.
+    """
+    bad = first_non_finite(state)
+    if bad is not None:
+        raise CheckpointError(f"{source} holds non-finite weights (NaN or inf, first in {bad!r}); refused. "
+                              f"Use an earlier checkpoint of that run (model_best.pth, model_epoch_N.pth)")
+
+
+def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping[str, Tensor],
+                 source: str | None = None) -> nn.Module:
+    """Load published or our own weights into `model`, strictly. Returns the model.
+
+    `source` names a state dict in error messages (e.g. the file it was read from).
+    """
     if isinstance(path_or_state_dict, Mapping):
-        source, obj = "the state dict", path_or_state_dict
+        source, obj = source or "the state dict", path_or_state_dict
     else:
-        source, obj = f"checkpoint {path_or_state_dict}", read_checkpoint(path_or_state_dict)
+        source, obj = source or f"checkpoint {path_or_state_dict}", read_checkpoint(path_or_state_dict)
     state = extract_state_dict(obj, source)
     problem = _mismatch_message(source, state, model)
     if problem:
         raise CheckpointError(problem)
+    check_finite(state, source)
     model.load_state_dict(state, strict=True)
     return model
 
@@ -165,8 +200,12 @@ def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mappi
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save through a temporary file in the same folder, then rename.
 
-    A crash or a full disk leaves the previous file intact, never a truncated one.
+    A crash or a full disk leaves the previous file intact, never a truncated one. The file is
+    serialised in memory first: torch's zip writer reports a failed write as "unexpected pos"
+    rather than the OSError, and atomic_open turns the OSError into a StorageError naming the path.
     """
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(buffer.getbuffer())
     return Path(path)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dgunet.atomic import atomic_open, write_bytes_atomic, write_text_atomic
+from dgunet.atomic import atomic_open, write_bytes_atomic, write_text_atomic, writing
+from dgunet.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 NOISE_SIGMA = 25.0
@@ -82,7 +83,7 @@ def build_dataset(root: Path, seed: int = 0) -> dict[str, Path]:
             write("val" if k == len(pieces) // 2 else "train", f"{name}_{k:03d}", piece)
     for name, top, left in HELD_OUT:
         write("heldout", name, photo(name)[top:top + VIEW, left:left + VIEW])
-    stamp.write_text("ok\n")
+    write_text_atomic(stamp, "ok\n")
     return folders
 
 
@@ -93,6 +94,7 @@ def run_training(data: dict[str, Path], run_dir: Path, epochs: int | None, extra
     over an existing one, and the demo always starts from scratch.
     """
     if run_dir.exists():
+        _refuse_a_live_run(run_dir)
         shutil.rmtree(run_dir)
     opts = ["DATA.TRAIN_DIR", str(data["train"]), "DATA.VAL_DIR", str(data["val"]),
             "OUTPUT.DIR", str(run_dir.parent), "OUTPUT.NAME", run_dir.name]
@@ -108,6 +110,15 @@ def run_training(data: dict[str, Path], run_dir: Path, epochs: int | None, extra
 
         raise DGUNetError(f"demo training failed (exit {done.returncode}); see the messages above")
     return run_dir
+
+
+def _refuse_a_live_run(run_dir: Path) -> None:
+    """ConfigError naming the PID when another demo is training in `run_dir` (we would delete its files)."""
+    from dgunet.engine.lock import RunLock
+
+    lock = RunLock(run_dir)
+    lock.acquire()
+    lock.release()
 
 
 @dataclass
@@ -202,8 +213,11 @@ def copy_file(src: Path, dst: Path) -> None:
 
 def run(args) -> int:
     start = time.perf_counter()
+    if args.epochs is not None and args.epochs < 1:
+        raise ConfigError(f"--epochs must be 1 or more, got {args.epochs}")
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    with writing(out):
+        out.mkdir(parents=True, exist_ok=True)
     data = build_dataset(out / "data")
     run_dir = run_training(data, out / "train" / "demo", args.epochs, args.opts)
     weights = run_dir / "model_best.pth"

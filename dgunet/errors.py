@@ -19,3 +19,14 @@ class ConfigError(DGUNetError):
 
 class PhysicsError(DGUNetError, ValueError):
     """A degradation operator does not fit its input: wrong size, kernel, mask or missing operator."""
+
+
+class StorageError(DGUNetError, OSError):
+    """A file or folder cannot be written: read-only, permission denied, disk full, size limit.
+
+    Also an OSError, so code that handles I/O errors in general still catches it. Built as
+    StorageError(errno, message); str() is the message alone (no "[Errno N]" prefix).
+    """
+
+    def __str__(self) -> str:
+        return self.strerror if isinstance(self.strerror, str) else super().__str__()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,14 +100,18 @@ def _some(names: Iterable[str]) -> str:
 
 
 def match_pairs(
-    pred_dir: str | Path, gt_dir: str | Path, allow_missing: bool = False
+    pred_dir: str | Path, gt_dir: str | Path, allow_missing: bool = False, exclude: Collection[str] = ()
 ) -> list[tuple[str, Path, Path]]:
     """(stem, prediction path, ground-truth path) for every ground-truth image, sorted by stem.
 
     Every ground-truth image needs a prediction. A prediction without ground truth is an
-    error too, unless ``allow_missing`` (then it is ignored).
+    error too, unless ``allow_missing`` (then it is ignored). Stems in ``exclude`` (files a
+    test left out) are ignored on both sides.
     """
     preds, gts = list_images(pred_dir), list_images(gt_dir)
+    if exclude:
+        preds = {k: v for k, v in preds.items() if k not in exclude}
+        gts = {k: v for k, v in gts.items() if k not in exclude}
     if not gts:
         raise DataError(f"{gt_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
     no_pred = gts.keys() - preds.keys()
@@ -169,6 +173,7 @@ def evaluate_folders(
     gt_dir: str | Path,
     workers: int = 0,
     allow_missing: bool = False,
+    exclude: Collection[str] = (),
 ) -> EvaluationResult:
     """Score every ground-truth image of ``gt_dir`` against the same-stem file of ``pred_dir``.
 
@@ -176,7 +181,7 @@ def evaluate_folders(
     0 scores them in this process.
     """
     proto = get_protocol(protocol)
-    jobs = [(proto, stem, p, g) for stem, p, g in match_pairs(pred_dir, gt_dir, allow_missing)]
+    jobs = [(proto, stem, p, g) for stem, p, g in match_pairs(pred_dir, gt_dir, allow_missing, exclude)]
     if workers > 0:
         chunk = max(1, len(jobs) // (4 * workers))
         with ProcessPoolExecutor(max_workers=workers) as pool:

@@ -190,10 +190,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="checkpoint; for cs one file per ratio or a path with {ratio}")
     parser.add_argument("--data-root", required=True, help="folder holding the task's test sets")
     parser.add_argument("--results", default="results", help="output root (default ./results)")
-    parser.add_argument("--cs-ratios", type=float, nargs="+", default=None,
+    parser.add_argument("--cs-ratios", type=options.percent, nargs="+", default=None,
                         help="cs only: sampling ratios in percent (default: those of the checkpoints)")
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=True)
+    options.add_skip_bad_argument(parser)
     known.add_known_arguments(parser, None)
 
 
@@ -220,7 +221,8 @@ def run(args: argparse.Namespace) -> int:
         ctx = make_context(task, args, weights, ratio)
         arch, restore = ctx.arch, ctx.restore
         result_root = out_root / f"ratio_{ratio_key(ctx.cs_ratio)}" if task == "cs" else out_root
-        results, _ = run_datasets(ctx, specs, args.data_root, result_root, skip_missing=True)
+        results, _ = run_datasets(ctx, specs, args.data_root, result_root, skip_missing=True,
+                                  skip_bad=args.skip_bad)
         runs.append((ctx.cs_ratio, results))
     header = _header(args, restore, args.weights or [f"{args.method} baseline"])
     if protocol:

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from dgunet.atomic import atomic_open, write_text_atomic
+from dgunet.atomic import atomic_open, write_text_atomic, writing
 
 METRICS = "metrics.jsonl"
+_OPEN_BARS: weakref.WeakSet = weakref.WeakSet()  # the bars of this process, for close_progress_bars
 CURVES = "curves.png"
 CONFIG = "config.yml"
 
@@ -47,7 +49,8 @@ class Records:
         self.out_dir, self.enabled = Path(out_dir), enabled
         self.writer = None
         if enabled:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with writing(self.out_dir):
+                self.out_dir.mkdir(parents=True, exist_ok=True)
             if tensorboard:
                 try:
                     from torch.utils.tensorboard import SummaryWriter
@@ -57,6 +60,8 @@ class Records:
                     self.writer = SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
 
     def print(self, *args: Any) -> None:
+        """A log line through the progress bar's own writer: the bar is cleared, the line written,
+        the bar redrawn below it, so no line lands on the bar's."""
         if self.enabled:
             tqdm.write(" ".join(str(a) for a in args))
 
@@ -66,8 +71,10 @@ class Records:
 
     def progress(self, epoch: int, last_epoch: int, steps: int, done: int = 0) -> tqdm:
         """The epoch's bar; `done` steps already taken (a run resumed from a mid-epoch snapshot)."""
-        return tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{last_epoch}", unit="step", leave=False,
-                    disable=not self.enabled, dynamic_ncols=True)
+        bar = tqdm(total=steps, initial=done, desc=f"epoch {epoch}/{last_epoch}", unit="step", leave=False,
+                   disable=not self.enabled, dynamic_ncols=True)
+        _OPEN_BARS.add(bar)
+        return bar
 
     def keep_epochs_up_to(self, epoch: int) -> None:
         """On resume: forget lines of epochs after the checkpoint (a crash between logging an
@@ -83,7 +90,7 @@ class Records:
         if not self.enabled:
             return
         row = {k: _json_value(v) for k, v in row.items()}
-        with open(self.out_dir / METRICS, "a") as f:
+        with writing(self.out_dir / METRICS), open(self.out_dir / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.writer is not None:
             for key, value in row.items():
@@ -117,6 +124,13 @@ class Records:
                 fig.savefig(f, format="png", dpi=80)
         finally:
             plt.close(fig)
+
+    @staticmethod
+    def close_progress_bars() -> None:
+        """Clear every bar still on screen (a run that ends by an error), so that the error message
+        starts on a line of its own instead of at the end of the bar's."""
+        for bar in list(_OPEN_BARS):
+            bar.close()
 
     def close(self) -> None:
         if self.writer is not None:

@@ -8,6 +8,9 @@ PSNRs of that epoch so far; `mix_rng`: every rank's MixUp generator state; and `
 settings that give a step number its meaning (batch, widths, data). The sample order, the data
 augmentations and the loader's generator are pure functions of (seed, epoch[, rank]), so the
 position alone restores them; MixUp's generator and the global RNGs are saved as states.
+A resume from an epoch boundary checks the part of the fingerprint that must hold between
+epochs too (`check_boundary`: model, data folder, batch, degradation), read from the config
+every engine checkpoint stores.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 
 from dgunet.checkpoint import read_checkpoint
-from dgunet.config import canonical_arch, resolve_path
+from dgunet.config import canonical_arch, config_from_yaml_string, resolve_path
 from dgunet.errors import CheckpointError
 
 SNAPSHOT = "snapshot.pth"
@@ -97,6 +100,38 @@ def check_fingerprint(snap: dict[str, Any], now: dict[str, Any], path: Path) -> 
             f"(epoch {snap['progress']['epoch']}, step {snap['progress']['step']}) would mean other samples "
             f"or another model. Restore those settings, or move {path.name} away to resume from "
             f"model_latest.pth (epoch {snap['epoch']})")
+
+
+# What a resume from an epoch boundary (model_latest.pth) refuses to change: the model itself, the
+# data it learns from and the batch the recipe's lr goes with. The rest of the fingerprint (seed,
+# patch, augmentation) may change between epochs; _recipe_changes warns about MODEL / OPTIM keys.
+BOUNDARY_KEYS = ("MODEL.TASK", "MODEL.ARCH", "MODEL.N_FEAT", "MODEL.SCALE_UNETFEATS", "MODEL.SCALE_ORSNETFEATS",
+                 "MODEL.CS_RATIO", "MODEL.GRADIENT", "MODEL.PHI", "MODEL.PHI_SEED", "OPTIM.BATCH_SIZE",
+                 "TRAIN.PHASE", "DATA.TRAIN_DIR")
+
+
+def boundary_fingerprint(full: dict[str, Any]) -> dict[str, Any]:
+    """The part of a `fingerprint` that an epoch-boundary resume must find unchanged."""
+    return {k: v for k, v in full.items() if k in BOUNDARY_KEYS or k.startswith("DEGRADE.")}
+
+
+def check_boundary(ckpt: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """Refuse to resume `ckpt` (an epoch checkpoint) under another model, data folder, batch or
+    degradation, naming each changed key with its old and new value.
+
+    The settings come from the config the checkpoint stores (every engine checkpoint has one).
+    """
+    text = ckpt.get("config")
+    if not text:
+        return  # not written by this engine: load_resume_state has refused it already
+    saved = boundary_fingerprint(fingerprint(config_from_yaml_string(text), 0))
+    diffs = [f"{key}: {saved.get(key)!r} -> {value!r}" for key, value in boundary_fingerprint(now).items()
+             if saved.get(key) != value]
+    if diffs:
+        raise CheckpointError(
+            f"--resume: {path} (epoch {ckpt['epoch']}) was trained with another setup ({'; '.join(diffs)}); "
+            f"continuing it would train another model, on other data or with another batch. Restore those "
+            f"settings, or start a new run (OUTPUT.NAME) with TRAIN.INIT_FROM {path}")
 
 
 def progress_of(snap: dict[str, Any]) -> EpochProgress:

@@ -6,7 +6,9 @@ state at its start. After the epoch: scheduler.step(), then model_latest.pth, wh
 describes an epoch boundary (a fresh run writes epoch 0 before training). Inside an epoch,
 snapshot.pth freezes the exact step (dgunet/engine/snapshots.py): every TRAIN.SNAPSHOT_MINUTES,
 and when SIGTERM/SIGINT stops the run after finishing its current step. --resume continues
-from the snapshot when it is ahead of model_latest.pth. A non-finite loss saves nothing.
+from the snapshot when it is ahead of model_latest.pth. A non-finite loss saves nothing, and
+weights are checked finite before every save. The run folder is locked for the whole run
+(dgunet/engine/lock.py): one training per folder.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.optim.lr_scheduler import CosineAnnealingLR, MultiStepLR
 from warmup_scheduler import GradualWarmupScheduler
 
-from dgunet.checkpoint import load_weights, save_atomic
+from dgunet.checkpoint import first_non_finite, load_weights, save_atomic
 from dgunet.config import canonical_arch, config_from_yaml_string, cosine_t_max, output_dir, resolve_path
 from dgunet.data.seeding import seed_everything
 from dgunet.data.synthetic import DegradeSpec
@@ -48,6 +50,7 @@ from dgunet.engine.distributed import (
     sum_over_ranks,
     teardown,
 )
+from dgunet.engine.lock import run_lock
 from dgunet.engine.records import Records, read_metrics
 from dgunet.engine.speed import AMP_DTYPES, SpeedOptions, make_adam, prepare_model, speed_options
 from dgunet.errors import CheckpointError, ConfigError, DGUNetError
@@ -56,7 +59,7 @@ from dgunet.models import build_model
 
 
 class NonFiniteLossError(DGUNetError):
-    """The training loss became NaN or infinite; nothing of that step was saved."""
+    """The training loss or the weights became NaN or infinite; nothing non-finite was saved."""
 
 
 # ---------------------------------------------------------------- building blocks
@@ -337,6 +340,20 @@ def _snapshot_due(cfg, step: int, seconds_since_last: float) -> bool:
     return bool(by_steps or by_time)
 
 
+def _require_finite_weights(eng: Engine, kept: str, target: Path) -> None:
+    """NonFiniteLossError instead of writing NaN weights to `target`; `kept` stays the last finite state.
+
+    A step whose loss was finite can still leave NaN or inf weights (an overflowing gradient);
+    every rank checks its own (identical) weights, so all ranks stop together.
+    """
+    bad = first_non_finite(eng.raw.state_dict())
+    if bad is not None:
+        raise NonFiniteLossError(
+            f"the weights became non-finite (first in {bad!r}), so {target} was not written. The last "
+            f"finite state is {kept}. Lower OPTIM.LR_INITIAL, or use --amp bf16 / none instead of fp16, "
+            f"then continue with --resume.")
+
+
 def _restore_mix_rng(mix_rng: torch.Generator, snap: dict, env: DistEnv, plan, records: Records) -> None:
     """This rank's MixUp generator as the snapshot saved it. Another world size or accumulation
     cuts the rest of the epoch into other micro-batches, so no saved stream fits: a fresh one."""
@@ -357,6 +374,16 @@ def _train(cfg, env: DistEnv) -> TrainResult:
     if device.type == "cuda":
         set_cudnn(cfg.TRAIN.CUDNN_BENCHMARK)  # false: also deterministic kernels
     out = output_dir(cfg)
+    # Before anything is read or written there: a second training on the folder is refused.
+    with run_lock(out, env.is_main, lambda failed: any_rank([failed], env, device)[0]):
+        try:
+            return _run(cfg, env, plan, device, out)
+        finally:
+            Records.close_progress_bars()
+
+
+def _run(cfg, env: DistEnv, plan, device: torch.device, out: Path) -> TrainResult:
+    """The run itself, with the output folder locked."""
     done = read_metrics(out)
     if not cfg.TRAIN.RESUME and done and (out / ckpts.LATEST).is_file():
         raise ConfigError(f"{out} already holds a run ({len(done)} epochs in metrics.jsonl); pass --resume "
@@ -374,11 +401,15 @@ def _train(cfg, env: DistEnv) -> TrainResult:
         if env.is_main:
             snapshots.remove_stale_temporaries(out)  # left by a SIGKILL during a write
         snap = snapshots.load_snapshot(out, ckpt["epoch"])
-        if snap is not None:
-            now = snapshots.fingerprint(cfg, len(train_data))
+        now = snapshots.fingerprint(cfg, len(train_data))
+        resumed_from = out / ckpts.LATEST
+        if snap is not None:  # its check names every difference, the epoch boundary's the main ones
             snapshots.check_fingerprint(snap, now, out / snapshots.SNAPSHOT)
+        snapshots.check_boundary(ckpt, now, resumed_from)
+        if snap is not None:
+            resumed_from = out / snapshots.SNAPSHOT
             ckpt = snap
-        load_weights(eng.raw, ckpt["state_dict"])
+        load_weights(eng.raw, ckpt["state_dict"], source=str(resumed_from))
         eng.optimizer.load_state_dict(ckpt["optimizer"])
         eng.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler") and eng.scaler.is_enabled():
@@ -460,7 +491,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                     bar.close()
                     raise NonFiniteLossError(
                         f"the training loss became {step.loss} at epoch {epoch}, step {progress.step + 1}; "
-                        f"stopped before the optimizer step, nothing of it was saved. The last good state is "
+                        f"stopped before the optimizer step, nothing of it was saved. The last finite state is "
                         f"{stop.kept}. Lower OPTIM.LR_INITIAL, or use --amp bf16 / none instead of fp16, "
                         f"then continue with --resume.")
                 progress.step += 1
@@ -477,6 +508,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                     records.log_validation(psnr, epoch, progress.step, sampler.steps)
                     if best_psnr is None or psnr > best_psnr:
                         best_psnr, best_epoch = psnr, epoch
+                        _require_finite_weights(eng, stop.kept, out / ckpts.BEST)
                         if env.is_main:
                             save_atomic(checkpoint(epoch), out / ckpts.BEST)
                             if cfg.MODEL.TASK == "cs":
@@ -486,6 +518,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                 # After the last step the epoch's own checkpoint follows: no snapshot needed.
                 if (step.snapshot or step.stop) and progress.step < sampler.steps:
                     elapsed = progress.seconds + time.perf_counter() - t_epoch
+                    _require_finite_weights(eng, stop.kept, out / snapshots.SNAPSHOT)
                     states = gather_to_all(mix_rng.get_state().to(device), env)  # every rank's MixUp stream
                     if env.is_main:
                         frozen = replace(progress, seconds=elapsed)
@@ -507,6 +540,7 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                 break
 
             eng.scheduler.step()  # after every epoch, as published: the next epoch's lr
+            _require_finite_weights(eng, stop.kept, out / ckpts.LATEST)
             if env.is_main:
                 ckpt = checkpoint(epoch)
                 if cfg.TRAIN.SAVE_EVERY and epoch % cfg.TRAIN.SAVE_EVERY == 0:
@@ -536,6 +570,8 @@ def _train(cfg, env: DistEnv) -> TrainResult:
                 break
     records.close()
     if result.interrupted_by is None and result.last_epoch >= cfg.OPTIM.NUM_EPOCHS:
+        if env.is_main:  # model_latest.pth holds the last epoch: a snapshot of an earlier one is obsolete
+            (out / snapshots.SNAPSHOT).unlink(missing_ok=True)
         records.print(f"done: {cfg.OPTIM.NUM_EPOCHS} epochs, best PSNR {best_psnr} at epoch {best_epoch}")
     return result
 

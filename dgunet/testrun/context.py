@@ -21,3 +21,5 @@ class Context:
     sidd_mat_dtype: str = "float32"  # Idenoised.mat element type (float32 as published)
     log: Callable[[str], None] = print
     known: object | None = None  # dgunet.testrun.known.KnownRun for the known-operator protocols
+    # set name -> precheck.BadFile list: files --skip-bad leaves out (the runners honour it)
+    bad_files: dict[str, list] = field(default_factory=dict)

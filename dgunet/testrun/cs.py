@@ -71,7 +71,11 @@ def cs_scores(restored: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def run_cs(ctx: Context, spec: DatasetSpec, folder: Path, out_dir: Path) -> DatasetResult:
     start = time.perf_counter()
     scores = []
-    for path in by_stem(list_images(folder)).values():
+    skipped = ctx.bad_files.get(spec.name, [])
+    skip = {f.stem for f in skipped}
+    for stem, path in by_stem(list_images(folder)).items():
+        if stem in skip:
+            continue
         y = load_y_image(path)
         restored = reconstruct(ctx, y)
         save_png_atomic(out_dir / f"{path.stem}.png", torch.from_numpy(restored)[None])
@@ -79,6 +83,6 @@ def run_cs(ctx: Context, spec: DatasetSpec, folder: Path, out_dir: Path) -> Data
         scores.append(score)
         ctx.log(f"  {path.name}: PSNR {score.psnr:.4f} dB, SSIM {score.ssim:.4f}")
     result = DatasetResult(ctx.task, spec.name, out_dir, len(scores), time.perf_counter() - start,
-                           cs_ratio=ctx.cs_ratio)
+                           cs_ratio=ctx.cs_ratio, skipped=skipped)
     result.scores = EvaluationResult(spec.protocol, scores)
     return result

@@ -29,6 +29,21 @@ def _positive(value: str) -> int:
     return number
 
 
+def _non_negative(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return number
+
+
+def percent(value: str) -> float:
+    """A sampling ratio in percent, 0 < ratio <= 100 (25 means 25 %, not 0.25)."""
+    number = float(value)
+    if not 0 < number <= 100:
+        raise argparse.ArgumentTypeError(f"a sampling ratio in percent, above 0 and at most 100, got {value}")
+    return number
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--arch", type=_arch, default=None, metavar="|".join(ARCHS),
@@ -52,26 +67,58 @@ def add_run_arguments(parser: argparse.ArgumentParser, tiles: bool = True) -> No
     if tiles:
         group.add_argument("--tile", type=_positive, default=None,
                            help="restore in overlapping tiles of this size to save memory")
-        group.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
+        group.add_argument("--overlap", type=_non_negative, default=32,
+                           help="tile overlap in pixels, less than --tile (default 32)")
     group.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     group.add_argument("--compile", action="store_true", help="torch.compile the model first")
     group.add_argument("--fast", action="store_true",
                        help="faster kernels for the same function (outputs move by ~3e-6; off: the "
                             "published computation)")
-    group.add_argument("--workers", type=int, default=0,
+    group.add_argument("--workers", type=_non_negative, default=0,
                        help="processes for scoring image folders (default 0: in this process)")
 
 
+def add_skip_bad_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="test without the files the up-front check finds unusable (no target, "
+                             "unreadable, gray vs RGB, too small) and list them in scores.json; "
+                             "default: list them and stop before restoring anything")
+
+
 def pick_device(name: str | None) -> torch.device:
+    """The --device to run on; ConfigError (one line) for a name torch does not know or cannot use here."""
     if name is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as err:
-        raise ConfigError(f"--device {name}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA device is available here; use --device cpu")
+    except RuntimeError:
+        raise ConfigError(f"--device {name}: not a device name torch knows; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+    elif device.type != "cpu":
+        try:
+            torch.empty(1, device=device)  # mps, xpu, ...: only trying tells whether this build has it
+        except (RuntimeError, AssertionError):
+            raise ConfigError(f"--device {name}: this PyTorch build or machine has no usable {device.type} "
+                              f"device; use --device cpu or cuda") from None
     return device
+
+
+def check_tile_for(model, options: RestoreOptions) -> None:
+    """ConfigError before any work when --tile / --overlap do not fit `model` (its side multiple, its
+    smallest side)."""
+    if options.tile is None or model is None:
+        return
+    from dgunet.inference import check_tile, min_size, size_multiple
+
+    try:
+        check_tile(options.tile, options.overlap, size_multiple(model), min_size(model))
+    except ValueError as err:
+        raise ConfigError(f"--tile {options.tile} --overlap {options.overlap}: {err}") from None
 
 
 def restore_options(args: argparse.Namespace, task: str) -> RestoreOptions:

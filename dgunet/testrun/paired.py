@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from dgunet.data.io import list_images, read_image, save_png_atomic
@@ -15,9 +16,10 @@ from dgunet.testrun.restoring import restore_images
 from dgunet.testrun.results import DatasetResult
 
 
-def restore_folder(ctx: Context, in_dir: Path, out_dir: Path) -> int:
-    """Restore every image of `in_dir` into `out_dir`/<stem>.png (8-bit, atomic). Returns the count."""
-    files = list(by_stem(list_images(in_dir)).values())  # a.png + a.jpg would both write a.png
+def restore_folder(ctx: Context, in_dir: Path, out_dir: Path, skip: Collection[str] = ()) -> int:
+    """Restore every image of `in_dir` but the stems in `skip` into `out_dir`/<stem>.png (8-bit,
+    atomic). Returns the count."""
+    files = [p for s, p in by_stem(list_images(in_dir)).items() if s not in skip]  # a.png + a.jpg: one a.png
     if not files:
         raise DataError(f"{in_dir} holds no images")
     channels = getattr(ctx.model, "in_c", 3)
@@ -33,13 +35,15 @@ def restore_folder(ctx: Context, in_dir: Path, out_dir: Path) -> int:
 def run_paired(ctx: Context, spec: DatasetSpec, folder: Path, out_dir: Path) -> DatasetResult:
     """Test one paired set; scores with the set's protocol when `folder`/target exists."""
     start = time.perf_counter()
-    count = restore_folder(ctx, folder / "input", out_dir)
-    result = DatasetResult(ctx.task, spec.name, out_dir, count, time.perf_counter() - start)
+    skipped = ctx.bad_files.get(spec.name, [])
+    skip = {f.stem for f in skipped}
+    count = restore_folder(ctx, folder / "input", out_dir, skip)
+    result = DatasetResult(ctx.task, spec.name, out_dir, count, time.perf_counter() - start, skipped=skipped)
     target = folder / "target"
     if target.is_dir():
         # Stale PNGs of an earlier run in out_dir are ignored; every target still needs a result.
         result.scores = evaluate_folders(spec.protocol, out_dir, target, workers=ctx.workers,
-                                         allow_missing=True)
+                                         allow_missing=True, exclude=skip)
     else:
         result.note = f"no {target}: results not scored"
     return result

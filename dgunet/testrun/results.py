@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dgunet.evaluate import EvaluationResult, write_json_atomic
@@ -22,6 +22,7 @@ class DatasetResult:
     note: str = ""
     cs_ratio: float | None = None
     unit: str = "images"  # what `count` counts: images, blocks (SIDD), crops (DND)
+    skipped: list = field(default_factory=list)  # precheck.BadFile: left out by --skip-bad
 
     @property
     def psnr(self) -> float | None:
@@ -35,6 +36,9 @@ class DatasetResult:
         ratio = f" at {self.cs_ratio:g}%" if self.cs_ratio is not None else ""
         unit = self.unit if self.count != 1 else self.unit[:-1]
         head = f"{self.dataset}{ratio}: {self.count} {unit} in {self.seconds:.1f} s -> {self.result_dir}"
+        if self.skipped:
+            head += f" ({len(self.skipped)} left out by --skip-bad" + (
+                ", listed in scores.json)" if self.scores is not None else ")")
         if self.scores is None:
             return f"{head}\n  {self.note}" if self.note else head
         means = f"mean PSNR {fmt_number(self.psnr, 4)} dB, SSIM {fmt_number(self.ssim, 4)}"
@@ -45,7 +49,10 @@ class DatasetResult:
         if self.scores is None:
             return None
         path = self.result_dir / "scores.json"
-        write_json_atomic(path, self.scores.to_json())
+        document = self.scores.to_json()
+        if self.skipped:
+            document["skipped"] = [f.to_json() for f in self.skipped]
+        write_json_atomic(path, document)
         return path
 
 

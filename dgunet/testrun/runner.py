@@ -21,6 +21,7 @@ from dgunet.testrun.datasets import (
     select_datasets,
 )
 from dgunet.testrun.loading import load_model
+from dgunet.testrun.precheck import check_sets
 from dgunet.testrun.restoring import check_supported
 from dgunet.testrun.results import DatasetResult
 
@@ -39,7 +40,10 @@ TASK_TITLES = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising"
 def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tuple[DatasetSpec, Path | None]]:
     """(spec, folder or None) per set. Missing sets raise unless `skip_missing`; none at all always raises."""
     if not root.is_dir() and any(spec.kind != "photos" for spec in specs):  # Photos needs no folder
-        raise DataError(f"data root {root} does not exist; pass the folder that holds the test sets")
+        photos = any(spec.kind == "photos" for spec in specs)
+        raise DataError(f"data root {root} does not exist; pass the folder that holds the test sets"
+                        + (" (--input_dir), or --dataset Photos to test on the photos scikit-image ships"
+                           if photos else ""))
     found = [(spec, find_dataset(root, spec)) for spec in specs]
     missing = [spec for spec, folder in found if folder is None]
     if len(missing) == len(specs) == 1:
@@ -54,10 +58,17 @@ def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tup
 
 
 def run_datasets(ctx: Context, specs: list[DatasetSpec], data_root: str | Path, result_root: str | Path,
-                 skip_missing: bool = False) -> tuple[list[DatasetResult], list[DatasetSpec]]:
-    """Test every located set into <result_root>/<name>/. Returns (results, skipped sets)."""
+                 skip_missing: bool = False,
+                 skip_bad: bool = False) -> tuple[list[DatasetResult], list[DatasetSpec]]:
+    """Test every located set into <result_root>/<name>/. Returns (results, skipped sets).
+
+    Every set is checked before the first is restored (dgunet.testrun.precheck); a bad file
+    stops the test unless `skip_bad`, which leaves it out and lists it in scores.json.
+    """
     results, skipped = [], []
-    for spec, folder in locate(Path(data_root), specs, skip_missing):
+    found = locate(Path(data_root), specs, skip_missing)
+    ctx.bad_files = check_sets(found, skip_bad, ctx.log, channels=getattr(ctx.model, "in_c", 3))
+    for spec, folder in found:
         if folder is None:
             ctx.log(f"{spec.name}: not found under {data_root}, skipped")
             skipped.append(spec)
@@ -86,8 +97,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                         help=f"one or more of {', '.join(names)} (default: all that exist)")
     options.add_model_arguments(parser)
     options.add_run_arguments(parser, tiles=task != "cs")
+    options.add_skip_bad_argument(parser)
     if task == "cs":
-        parser.add_argument("--cs-ratio", type=float, default=None,
+        parser.add_argument("--cs-ratio", type=options.percent, default=None,
                             help="sampling ratio in percent (default: read from the checkpoint)")
     if task in known.KNOWN_PROTOCOLS:
         known.add_known_arguments(parser, task)
@@ -116,6 +128,7 @@ def make_context(task: str, args: argparse.Namespace, weights: str, cs_ratio: fl
     gradient = known.model_gradient(args, cfg) if protocol else "learned"
     loaded = load_model(task, weights, args.arch, options.given_widths(args), cs_ratio,
                         options.pick_device(args.device), gradient=gradient)
+    options.check_tile_for(loaded.model, restore)
     log(f"model: {loaded.describe(task)}, weights {weights}" + (f", gradient {gradient}" if protocol else ""))
     run = known.make_known_run(task, args, protocol, loaded.model, cfg) if protocol else None
     return Context(task, loaded.model, loaded.arch, restore, loaded.cs_ratio, args.workers,
@@ -126,7 +139,8 @@ def run_test(task: str, args: argparse.Namespace) -> list[DatasetResult]:
     specs = select_datasets(task, args.dataset, known.known_protocol(task, args))
     locate(Path(args.input_dir), specs, skip_missing=not args.dataset)  # fail before loading the model
     ctx = make_context(task, args, args.weights, getattr(args, "cs_ratio", None))
-    results, _ = run_datasets(ctx, specs, args.input_dir, args.result_dir, skip_missing=not args.dataset)
+    results, _ = run_datasets(ctx, specs, args.input_dir, args.result_dir, skip_missing=not args.dataset,
+                              skip_bad=args.skip_bad)
     return results
 
 
