@@ -107,20 +107,6 @@ def check_options(args: argparse.Namespace) -> Degradation:
     return degradation
 
 
-def pick_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: no CUDA GPU is visible here; use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} GPU(s) here")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {name!r}: use cpu, cuda or cuda:N")
-    return device
-
-
 def collect_inputs(inputs: list[str]) -> list[Path]:
     """Files as given, folders expanded to their images (sorted); refuses two inputs with one name."""
     from dgunet.data.io import list_images
@@ -280,6 +266,8 @@ def write_output(out_dir: Path, path: Path, image: Tensor, gray: bool) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+
+    from dgunet.testrun.options import pick_device
 
     degradation = check_options(args)
     device = pick_device(args.device)
