@@ -29,10 +29,9 @@ import numpy as np
 import torch
 
 from dgunet.bench import cpu_description
+from dgunet.benchmarks import TRAIN_PHOTOS
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_PHOTOS = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "page", "text",
-                "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
 WIDTHS = ["MODEL.N_FEAT", "16", "MODEL.SCALE_UNETFEATS", "8", "MODEL.SCALE_ORSNETFEATS", "8"]
 
 
