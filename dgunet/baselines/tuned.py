@@ -7,6 +7,6 @@ sigma_eff = sqrt(sigma^2 + 1/(12 * 255^2)) (the noise std plus 8-bit rounding), 
 "noise" (identity kernel). Non-local means: h = NLM_H_FACTOR * sigma.
 """
 
-LOG_LAM = {"blur": -0.72, "noise": -0.72}
-LAM_SLOPE = {"blur": 1.47, "noise": 1.47}
-NLM_H_FACTOR = 0.8
+LOG_LAM = {"blur": -0.5717, "noise": -0.1154}
+LAM_SLOPE = {"blur": 1.5012, "noise": 1.3024}
+NLM_H_FACTOR = 0.7
