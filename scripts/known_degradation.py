@@ -8,11 +8,14 @@ number of optimizer steps on the same samples), this script trains on a CPU with
   sr-x2, sr-x4    Super_Resolution/training.yml, MODEL.GRADIENT known
 then tests them on the fixed benchmark cases of `dgunet.benchmarks` (12 kernels never drawn in
 training, noise 1% and 3%; bicubic x2 / x4) on held-out photos, next to the classical baselines
-(Wiener with the true kernel, the operator's regularised inverse A_dagger, bicubic), and writes
-the tables, per-stage curves and a stage strip.
+of dgunet.baselines, all with the true kernel (flat-spectrum Wiener, the operator's regularised
+inverse A_dagger with its rule and with eps chosen per image on the ground truth (oracle), the
+hyper-Laplacian HQS tuned on training photos; bicubic; for Gaussian denoising HQS and non-local
+means), and writes the tables, per-stage curves and a stage strip.
 
     python scripts/known_degradation.py --out known_out            # ~25 min on 2 cores
     python scripts/known_degradation.py --out /tmp/k --quick       # a few steps: checks the plumbing
+    python scripts/known_degradation.py --out /tmp/b --baselines-only   # the classical rows (~3 min)
 """
 
 from __future__ import annotations
@@ -29,10 +32,9 @@ import numpy as np
 import torch
 
 from dgunet.bench import cpu_description
+from dgunet.benchmarks import TRAIN_PHOTOS
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN_PHOTOS = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "page", "text",
-                "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
 WIDTHS = ["MODEL.N_FEAT", "16", "MODEL.SCALE_UNETFEATS", "8", "MODEL.SCALE_ORSNETFEATS", "8"]
 
 
@@ -133,10 +135,97 @@ def score(protocol: str, pred: torch.Tensor, clean: np.ndarray) -> float:
     return get_protocol(protocol).score(to_uint8(pred), clean, ("restored", "clean"))[0]
 
 
+# table label -> dgunet.baselines method (all with the true kernel; --method of the test protocols)
+DEBLUR_BASELINES = {
+    "Wiener, flat spectrum (true kernel)": "wiener-flat",
+    "A_dagger(y), its rule (the known model's start)": "adagger",
+    "A_dagger family, eps per image on the ground truth (oracle)": "adagger-oracle",
+    "hyper-Laplacian HQS (Krishnan-Fergus, tuned on training photos)": "hyperlaplacian",
+}
+DENOISE_BASELINES = {
+    "gradient-regularised smoother, eps per image on the ground truth (oracle)": "adagger-oracle",
+    "hyper-Laplacian HQS (tuned on training photos)": "hyperlaplacian",
+    "non-local means (scikit-image, h tuned on training photos)": "nlm",
+}
+
+
+def baseline_rows(methods: dict[str, str], y: torch.Tensor, op, params: dict) -> dict[str, torch.Tensor]:
+    from dgunet.baselines import BASELINES
+
+    return {label: BASELINES[name](y, op, params) for label, name in methods.items()}
+
+
+@torch.no_grad()
+def evaluate_denoising_baselines(limit: int | None = None) -> dict:
+    """Mean RGB PSNR of the classical denoisers per noise level (sigma on 0..255) on the test photos."""
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun.known import degrade_case, photo_images
+
+    seed, table = protocol()["noise_seed"], {}
+    photos = photo_images()[:limit]
+    for case in cases("gaussian"):
+        row: dict[str, list[float]] = {}
+        for stem, photo in photos:
+            clean, y, op, params = degrade_case(case, photo, stem, seed)
+            for method, pred in {"input y": y, **baseline_rows(DENOISE_BASELINES, y, op, params)}.items():
+                row.setdefault(method, []).append(score("nonblind", pred, clean))
+        table[case.name] = {m: float(np.mean(v)) for m, v in row.items()}
+    return table
+
+
+@torch.no_grad()
+def evaluate_deblurring_baselines(limit: int | None = None) -> dict:
+    """Mean RGB PSNR of the classical deconvolutions per noise level: the rows of evaluate_deblurring
+    without the models."""
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun.known import degrade_case, photo_images
+
+    seed, table = protocol()["noise_seed"], {}
+    photos = photo_images()[:limit]
+    for case in cases("nonblind")[:limit]:
+        row = table.setdefault(f"{case.sigma * 100:g}%", {})
+        for stem, photo in photos:
+            clean, y, op, params = degrade_case(case, photo, stem, seed)
+            for method, pred in {"input y": y, **baseline_rows(DEBLUR_BASELINES, y, op, params)}.items():
+                row.setdefault(method, []).append(score("nonblind", pred, clean))
+    return {level: {m: float(np.mean(v)) for m, v in row.items()} for level, row in table.items()}
+
+
+@torch.no_grad()
+def evaluate_bicubic() -> dict:
+    """The Bicubic row on the test photos, x2 / x3 / x4 (Y, border s)."""
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun.known import degrade_case, photo_images
+
+    seed, out = protocol()["noise_seed"], {}
+    for case in cases("sr"):
+        scores = [score(f"sr_x{case.scale}", op.A_dagger(y), clean)
+                  for clean, y, op, _ in (degrade_case(case, p, s, seed) for s, p in photo_images())]
+        out[case.name] = float(np.mean(scores))
+    return out
+
+
+def baselines_only(out: Path) -> int:
+    """Every classical row of the page, no training: deblurring, denoising, bicubic."""
+    from dgunet.atomic import write_text_atomic
+
+    start = time.perf_counter()
+    result = {"deblurring": evaluate_deblurring_baselines(), "denoising": evaluate_denoising_baselines(),
+              "bicubic": evaluate_bicubic()}
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    result["cpu"] = f"{cpu_description()}, {os.cpu_count()} cores"
+    write_text_atomic(out / "baselines.json", json.dumps(result, indent=2) + "\n")
+    for kind in ("deblurring", "denoising"):
+        for level, row in result[kind].items():
+            print(f"{kind} {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
+    print("bicubic: " + ", ".join(f"{k} {v:.2f}" for k, v in result["bicubic"].items()))
+    print(f"{out / 'baselines.json'}; {result['seconds']:.0f} s on {result['cpu']}")
+    return 0
+
+
 @torch.no_grad()
 def evaluate_deblurring(known: torch.nn.Module, blind: torch.nn.Module, limit: int | None = None) -> dict:
     """Mean RGB PSNR per method and noise level, and the per-stage PSNR / residual of the two models."""
-    from dgunet.baselines import wiener_deconvolve
     from dgunet.benchmarks import cases, protocol
     from dgunet.testrun.known import degrade_case, photo_images
 
@@ -150,9 +239,7 @@ def evaluate_deblurring(known: torch.nn.Module, blind: torch.nn.Module, limit: i
             clean, y, op, params = degrade_case(case, photo, stem, seed)
             row = table.setdefault(case.sigma, {})
             outs = {"known": known(y, physics=op), "blind": blind(y)}
-            preds = {"input y": y, "Wiener (true kernel)": wiener_deconvolve(y, params["kernel"][:, None],
-                                                                               params["sigma"]),
-                     "A_dagger(y) (the known model's start)": op.A_dagger(y),
+            preds = {"input y": y, **baseline_rows(DEBLUR_BASELINES, y, op, params),
                      "DGUNet blind (learned step)": outs["blind"][0],
                      "DGUNet known (A, A^T given)": outs["known"][0]}
             for method, pred in preds.items():
@@ -256,18 +343,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="3 training steps per model, 2 kernels x 2 photos: a plumbing check")
     parser.add_argument("--figures", default=None, help="also copy the figures to this folder (e.g. figs)")
+    parser.add_argument("--baselines-only", action="store_true",
+                        help="only the classical rows on the full benchmark (no training): baselines.json")
     args = parser.parse_args(argv)
     from dgunet.benchmarks import cases
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     start = time.perf_counter()
     out = Path(args.out).resolve()
+    if args.baselines_only:
+        out.mkdir(parents=True, exist_ok=True)
+        return baselines_only(out)
     (out / "train_photos").mkdir(parents=True, exist_ok=True)
     write_training_photos(out / "train_photos")
     seconds = train_all(out, args.quick)
     limit = 2 if args.quick else None  # --quick: 2 kernels x 2 photos, enough to run every line
     deblur = evaluate_deblurring(load("deblur-known", out), load("deblur-blind", out), limit)
     sr = evaluate_sr({2: load("sr-x2", out), 4: load("sr-x4", out)}, limit)
+    denoise = evaluate_denoising_baselines(limit)
     figures = [out / "known_stages.png", out / "known_deblur_strip.png", out / "known_sr4_strip.png"]
     plot_stages(deblur, figures[0])
     stage_strip(load("deblur-known", out), "nonblind", "motion_03_noise1", "Blur, motion kernel, 1% noise",
@@ -279,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
         for fig in figures:
             write_bytes_atomic(Path(args.figures) / fig.name, fig.read_bytes())
-    summary = {"deblurring": deblur, "sr": sr, "train_seconds": seconds,
+    summary = {"deblurring": deblur, "sr": sr, "denoising_baselines": denoise, "train_seconds": seconds,
                "total_seconds": round(time.perf_counter() - start, 1),
                "cpu": f"{cpu_description()}, {os.cpu_count()} cores", "torch": torch.__version__,
                "budget": budget(args.quick)}
@@ -290,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"non-blind deblurring, noise {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
     for scale, row in sr.items():
         print(f"SR {scale}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
+    for level, row in denoise.items():
+        print(f"Gaussian denoising {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
     print(f"{out / 'summary.json'}; {summary['total_seconds']:.0f} s on {summary['cpu']}")
     return 0
 

@@ -22,13 +22,19 @@ def test_quick_evidence_run_writes_tables_and_figures(tmp_path):
     table = summary["deblurring"]["table"]
     assert set(table) == {"1%", "3%"}
     for row in table.values():
-        expected = {"Wiener (true kernel)", "DGUNet blind (learned step)", "DGUNet known (A, A^T given)"}
+        expected = {"Wiener, flat spectrum (true kernel)", "DGUNet blind (learned step)",
+                    "DGUNet known (A, A^T given)",
+                    "A_dagger family, eps per image on the ground truth (oracle)",
+                    "hyper-Laplacian HQS (Krishnan-Fergus, tuned on training photos)"}
         assert expected <= set(row)
         assert all(math.isfinite(v) and v > 5 for v in row.values())
     for kind in ("known", "blind"):
         assert len(summary["deblurring"]["stage_psnr"][kind]) == 7
         assert len(summary["deblurring"]["stage_residual"][kind]) == 7
     assert set(summary["sr"]) == {"x2", "x4"} and all("bicubic" in r for r in summary["sr"].values())
+    denoise = summary["denoising_baselines"]
+    assert set(denoise) == {"sigma15", "sigma25", "sigma50"}
+    assert all(r["hyper-Laplacian HQS (tuned on training photos)"] > r["input y"] for r in denoise.values())
     for name in ("known_stages.png", "known_deblur_strip.png", "known_sr4_strip.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "non-blind deblurring, noise 1%" in done.stdout

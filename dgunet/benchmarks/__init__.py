@@ -28,6 +28,10 @@ from dgunet.errors import ConfigError
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROTOCOL_NAMES = ("nonblind", "sr", "gaussian")
+# scikit-image photos for training and for tuning the classical baselines: none of them is a test
+# photo (dgunet.testrun.known.PHOTOS: astronaut, chelsea, coffee, rocket).
+TRAIN_PHOTOS = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock", "page", "text",
+                "hubble_deep_field", "immunohistochemistry", "retina", "colorwheel")
 
 
 @dataclass(frozen=True)

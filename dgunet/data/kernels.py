@@ -26,7 +26,8 @@ import numpy as np
 
 from dgunet.errors import DataError
 
-MAX_KERNEL_SIZE = 25
+MAX_KERNEL_SIZE = 31  # Levin et al.'s largest motion kernel is 27x27
+DEFAULT_KERNEL_SIZE = 25  # the training and benchmark kernels' size (unchanged by the maximum)
 KERNEL_SUFFIXES = (".npy", ".png", ".mat")
 
 
@@ -85,7 +86,7 @@ def splat(path: np.ndarray, size: int) -> np.ndarray:
     return grid
 
 
-def motion_kernel(rng: np.random.Generator, size: int = MAX_KERNEL_SIZE,
+def motion_kernel(rng: np.random.Generator, size: int = DEFAULT_KERNEL_SIZE,
                   length_range: tuple[float, float] = (0.4, 1.0)) -> np.ndarray:
     """A (size, size) motion-blur kernel from a random camera trajectory (module docstring).
 
@@ -108,7 +109,7 @@ def check_size(size: int) -> None:
         raise DataError(f"kernel size {size} must be odd and at most {MAX_KERNEL_SIZE}")
 
 
-def pad_kernel(kernel: np.ndarray, size: int = MAX_KERNEL_SIZE) -> np.ndarray:
+def pad_kernel(kernel: np.ndarray, size: int = DEFAULT_KERNEL_SIZE) -> np.ndarray:
     """Centre a (k, k) kernel, k odd and <= size, in a (size, size) array of zeros."""
     k = kernel.shape[0]
     off = (size - k) // 2
@@ -130,70 +131,182 @@ KERNEL_KINDS = ("motion", "gaussian_iso", "gaussian_aniso")
 
 
 # ---------------------------------------------------------------- user kernels
+#
+# Kernel files as the field ships them: .npy, gray .png, MATLAB .mat v5 (scipy) or v7.3 (HDF5,
+# h5py). A .mat file may hold one kernel or a cell array of kernels (Levin et al.'s 8 kernels are
+# a v7.3 cell array `kernels`, USRNet's 12 a v5 1x12 cell array `kernels`). In a v7.3 file a cell
+# array is a dataset of object references to datasets under "#refs#", and every array is stored
+# transposed (MATLAB is column-major, HDF5 row-major), so each one is read back with `.T`.
 
-def _read_mat(path: Path) -> np.ndarray:
+MAT_KERNEL_NAMES = ("kernels", "kernel")  # preferred when a .mat file holds several variables
+
+
+def _kernel_or_cells(value) -> bool:
+    """Whether a .mat variable could be a kernel (a 2-D numeric array) or a cell array."""
+    value = np.asarray(value)
+    return value.dtype == object or (value.ndim == 2 and np.issubdtype(value.dtype, np.number))
+
+
+def _pick_variable(path: Path, variables: dict[str, object]) -> tuple[str, object]:
+    """The one variable of a .mat file that holds the kernel(s)."""
+    if len(variables) == 1:
+        return next(iter(variables.items()))
+    candidates = {k: v for k, v in variables.items() if _kernel_or_cells(v)}
+    named = [k for k in MAT_KERNEL_NAMES if k in candidates]
+    if named:
+        return named[0], candidates[named[0]]
+    if len(candidates) == 1:
+        return next(iter(candidates.items()))
+    listed = ", ".join(variables) or "none"
+    raise DataError(f"kernel file {path} holds {len(candidates)} candidate kernel variables ({listed}); keep "
+                    f"exactly one 2-D array (or a cell array named 'kernels') in it")
+
+
+def _read_mat_v5(path: Path) -> dict[str, object]:
     import scipy.io  # SciPy only when a .mat kernel is given
+    from scipy.io.matlab import MatReadError
 
     try:
         mat = scipy.io.loadmat(path)
-    except (ValueError, NotImplementedError, OSError) as err:
+    except (ValueError, NotImplementedError, OSError, TypeError, IndexError, MatReadError) as err:
+        # a truncated header makes SciPy index past the end of the file (IndexError)
         raise DataError(f"kernel file {path} is not a readable MATLAB .mat file ({err}); save it with "
                         f"`save(file, 'kernel', '-v7')` or as .npy") from None
-    arrays = [v for k, v in mat.items() if not k.startswith("__") and isinstance(v, np.ndarray)]
-    if len(arrays) != 1:
-        raise DataError(f"kernel file {path} holds {len(arrays)} variables; keep exactly one 2-D array in it")
-    return arrays[0]
+    return {k: v for k, v in mat.items() if not k.startswith("__")}
 
 
-def read_kernel_array(path: Path) -> np.ndarray:
-    if path.suffix.lower() == ".npy":
+def _h5_value(file, dataset):
+    """A v7.3 dataset -> ndarray (transposed back to MATLAB's layout), or a list for a cell array."""
+    import h5py
+
+    matlab_class = dataset.attrs.get("MATLAB_class", b"")
+    matlab_class = matlab_class.decode() if isinstance(matlab_class, bytes) else str(matlab_class)
+    if dataset.dtype == h5py.ref_dtype or matlab_class == "cell":
+        refs = np.asarray(dataset[()]).T  # MATLAB's (row, column) order of the cells
+        return [_h5_value(file, file[ref]) for ref in refs.flatten(order="F")]
+    if matlab_class in ("char", "logical") or dataset.attrs.get("MATLAB_empty", 0):
+        return np.array(f"<MATLAB {matlab_class or 'empty'}>")  # not a kernel: reported as such
+    return np.asarray(dataset[()]).T
+
+
+def _read_mat_v73(path: Path) -> dict[str, object]:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as file:
+            return {k: _h5_value(file, v) for k, v in file.items()
+                    if not k.startswith("#") and isinstance(v, h5py.Dataset)}
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"kernel file {path} is an HDF5 (MATLAB v7.3) file that cannot be read ({err}); "
+                        f"save it again with `save(file, 'kernels', '-v7.3')` or as .npy") from None
+
+
+def _read_mat(path: Path) -> tuple[str, object]:
+    """(variable name, its value: an ndarray, or a list / object array for a cell array)."""
+    import h5py
+
+    variables = _read_mat_v73(path) if h5py.is_hdf5(path) else _read_mat_v5(path)
+    if not variables:
+        raise DataError(f"kernel file {path} holds no variables; save the kernel in it as a 2-D array")
+    return _pick_variable(path, variables)
+
+
+def _cells(value) -> list | None:
+    """The entries of a cell array (MATLAB's column-major order), None for a plain array."""
+    if isinstance(value, list):
+        return value
+    value = np.asarray(value)
+    if value.dtype == object:
+        return list(value.flatten(order="F"))
+    return None
+
+
+def read_kernel_arrays(path: Path) -> list[tuple[str, np.ndarray]]:
+    """(where, array) for each kernel a file holds; `where` names it in error messages."""
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
+            return [(f"kernel file {path}", np.load(path, allow_pickle=False))]
         except (ValueError, OSError) as err:
             raise DataError(f"kernel file {path} is not a readable .npy array ({err}); save it with "
                             f"numpy.save") from None
-    if path.suffix.lower() == ".png":
+    if suffix == ".png":
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             raise DataError(f"kernel file {path} is not a readable PNG; save the kernel as a gray PNG")
-        return image
-    return _read_mat(path)
+        if image.ndim == 3 and image.shape[2] in (3, 4):
+            raise DataError(f"kernel file {path} is a colour PNG; save the kernel as a gray (1-channel) PNG")
+        return [(f"kernel file {path}", image)]
+    name, value = _read_mat(path)
+    cells = _cells(value)
+    if cells is None:
+        return [(f"kernel file {path}", np.asarray(value))]
+    if not cells:
+        raise DataError(f"kernel file {path}: the cell array {name!r} is empty; put at least one 2-D kernel "
+                        f"in it")
+    return [(f"kernel file {path}, cell {i + 1} of {name!r}", cell) for i, cell in enumerate(cells)]
+
+
+def check_kernel(array, where: str) -> np.ndarray:
+    """A 2-D, finite, non-negative array with a positive sum and sides <= MAX_KERNEL_SIZE ->
+    normalised (k, k) float64, padded with zeros (right, bottom) to the smallest odd square."""
+    array = np.asarray(array)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+        raise DataError(f"{where} holds a {array.ndim}-D {array.dtype} array of shape {array.shape}; a kernel "
+                        f"is a 2-D non-negative numeric array")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)) or array.min() < 0 or array.sum() <= 0:
+        raise DataError(f"{where} has negative, non-finite or all-zero entries; a blur kernel is non-negative "
+                        f"with a positive sum")
+    h, w = array.shape
+    if max(h, w) > MAX_KERNEL_SIZE:
+        raise DataError(f"{where} is {h}x{w}; kernels up to {MAX_KERNEL_SIZE}x{MAX_KERNEL_SIZE} are supported: "
+                        f"crop its zero border or resize it")
+    side = max(h, w) | 1  # the smallest odd square holding it; zeros go after the data
+    return normalise(np.pad(array, ((0, side - h), (0, side - w))))
+
+
+def _check_suffix(path: Path) -> None:
+    if path.suffix.lower() not in KERNEL_SUFFIXES:
+        raise DataError(f"kernel file {path}: unsupported type; use {', '.join(KERNEL_SUFFIXES)}")
+
+
+def load_kernels(path: str | os.PathLike) -> list[np.ndarray]:
+    """Every kernel of a file (.npy, gray .png, .mat v5/v7.3 with one 2-D array or a cell array of
+    them), each normalised (k, k) float64 as `check_kernel` makes it."""
+    path = Path(path)
+    _check_suffix(path)
+    return [check_kernel(array, where) for where, array in read_kernel_arrays(path)]
 
 
 def load_kernel(path: str | os.PathLike) -> np.ndarray:
-    """A user's kernel file (.npy, .png gray, .mat with one variable) -> normalised (k, k) float64.
+    """A user's kernel file holding one kernel -> normalised (k, k) float64.
 
     Raises DataError naming the file unless it holds a 2-D, finite, non-negative array with a
     positive sum and sides of at most MAX_KERNEL_SIZE. Even or non-square kernels are padded with
     zeros (right, bottom) to the smallest odd square.
     """
-    path = Path(path)
-    if path.suffix.lower() not in KERNEL_SUFFIXES:
-        raise DataError(f"kernel file {path}: unsupported type; use {', '.join(KERNEL_SUFFIXES)}")
-    array = np.asarray(read_kernel_array(path))
-    if array.ndim == 3 and path.suffix.lower() == ".png" and array.shape[2] in (3, 4):
-        raise DataError(f"kernel file {path} is a colour PNG; save the kernel as a gray (1-channel) PNG")
-    if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"kernel file {path} holds a {array.ndim}-D {array.dtype} array of shape "
-                        f"{array.shape}; a kernel is a 2-D numeric array")
-    array = array.astype(np.float64)
-    if not np.all(np.isfinite(array)) or array.min() < 0 or array.sum() <= 0:
-        raise DataError(f"kernel file {path} has negative, non-finite or all-zero entries; a blur kernel "
-                        f"is non-negative with a positive sum")
-    h, w = array.shape
-    if max(h, w) > MAX_KERNEL_SIZE:
-        raise DataError(f"kernel file {path} is {h}x{w}; kernels up to {MAX_KERNEL_SIZE}x{MAX_KERNEL_SIZE} are "
-                        f"supported: crop its zero border or resize it")
-    side = max(h, w) | 1  # the smallest odd square holding it; zeros go after the data
-    return normalise(np.pad(array, ((0, side - h), (0, side - w))))
+    kernels = load_kernels(path)
+    if len(kernels) != 1:
+        raise DataError(f"kernel file {path} holds {len(kernels)} kernels (a cell array); load it with "
+                        f"load_kernels, or pass its folder as --kernels")
+    return kernels[0]
 
 
 def load_kernel_folder(folder: str | os.PathLike) -> dict[str, np.ndarray]:
-    """stem -> kernel for every .npy/.png/.mat file in `folder` (sorted by name)."""
+    """name -> kernel for every .npy/.png/.mat file in `folder` (sorted by name). A file holding one
+    kernel gives its stem; a cell array of n kernels gives <stem>_01 .. <stem>_n."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"kernel folder {folder} does not exist")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in KERNEL_SUFFIXES)
     if not files:
         raise DataError(f"kernel folder {folder} holds no kernel files ({', '.join(KERNEL_SUFFIXES)})")
-    return {p.stem: load_kernel(p) for p in files}
+    out: dict[str, np.ndarray] = {}
+    for path in files:
+        kernels = load_kernels(path)
+        if len(kernels) == 1:
+            out[path.stem] = kernels[0]
+        else:
+            out.update({f"{path.stem}_{i + 1:02d}": k for i, k in enumerate(kernels)})
+    return out

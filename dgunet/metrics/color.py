@@ -32,7 +32,9 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
 def _require_rgb(rgb: np.ndarray, what: str) -> np.ndarray:
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise DataError(f"{what} needs an HxWx3 RGB image, got an array of shape {rgb.shape}")
+        raise DataError(f"{what} needs an HxWx3 RGB image, got an array of shape {rgb.shape}: this protocol "
+                        f"scores RGB images; repeat a gray image over 3 channels, or score it with a "
+                        f"protocol that takes gray images (sr_x*, nonblind, nonblind_y, gaussian, cs)")
     return rgb
 
 

@@ -6,6 +6,14 @@ baseline of `dgunet.baselines`) and scored against the clean images:
   nonblind  RGB PSNR + MATLAB-style 3-D SSIM ("nonblind"), and on Y ("nonblind_y", in cases.json)
   sr        unrounded studio Y with a border of `scale` pixels cropped ("sr_x2" ...)
   gaussian  RGB PSNR + MATLAB-style 3-D SSIM ("gaussian")
+Sizes, as the field does it: SR test images are cut to a multiple of the scale from the top left
+(`modcrop`); deblurring and denoising images are used whole. The operator always sees that true
+size; where the network needs multiples of 8 the image is padded around the model only
+(`PaddedOperator`: the model works on the padded image, A on its top-left crop).
+Gray test images (Set12, BSD68, Levin's) stay gray: they are degraded and scored on their one
+channel; an RGB model restores them replicated over 3 channels, and the mean of its 3 output
+channels is the gray result (the gray image closest to the output: by convexity its error is at
+most the mean error of the 3 channels, so no channel is picked at random).
 Results: <result_dir>/<set>/<case>/<image>.png, scores.json (every image of every case, the
 evaluate command's format) and cases.json (means per case).
 """
@@ -14,24 +22,27 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dgunet.baselines import BASELINES
+from dgunet.baselines import BASELINES, DEPRECATED
 from dgunet.benchmarks import Case, cases, protocol
 from dgunet.checkpoint import read_checkpoint
 from dgunet.config import config_from_yaml_string
-from dgunet.data.io import read_image, save_png_atomic, to_uint8
+from dgunet.data.io import decode_image, image_from_array, save_png_atomic, to_uint8
 from dgunet.data.synthetic import DegradeSpec, build_operator, clean_images
 from dgunet.errors import ConfigError, DataError
 from dgunet.evaluate import EvaluationResult, ImageScore, write_json_atomic
 from dgunet.metrics.protocols import get_protocol
+from dgunet.physics.base import initial_estimate
 from dgunet.testrun.results import DatasetResult
 
 KNOWN_PROTOCOLS = {"deblurring": "nonblind", "denoising": "gaussian", "sr": "sr"}
@@ -47,8 +58,9 @@ class KnownRun:
     protocol: str  # nonblind | sr | gaussian
     cases: list[Case]
     method: Method
-    method_name: str  # model | wiener | bicubic
+    method_name: str  # model | a key of dgunet.baselines.BASELINES
     noise_seed: int
+    warnings: list[str] = field(default_factory=list)  # one line each, printed when the run starts
 
 
 # ---------------------------------------------------------------- options
@@ -63,13 +75,16 @@ def add_known_arguments(parser: argparse.ArgumentParser, task: str | None) -> No
                            help=f"published test sets, or {' / '.join(mine)}: clean images degraded by the "
                                 f"fixed benchmark operators, the model given the operator")
     if task in (None, "deblurring"):
-        group.add_argument("--kernels", metavar="DIR", help="your own blur kernels (.npy/.png/.mat 2-D arrays) "
-                           "instead of the benchmark's 12")
+        group.add_argument("--kernels", metavar="DIR", help="your own blur kernels instead of the benchmark's "
+                           "12: .npy, gray .png, .mat v5 or v7.3 (one 2-D array or a cell array), up to 31x31")
     if task in (None, "sr"):
         group.add_argument("--scale", type=int, choices=(2, 3, 4), help="SR factor (default: the one the "
                            "checkpoint was trained for; all three for --method bicubic)")
     group.add_argument("--method", choices=("model", *BASELINES), default="model",
-                       help="restore with the model (default) or a classical baseline (no --weights needed)")
+                       help="restore with the model (default) or a classical baseline (no --weights needed; "
+                            "docs/known_tasks.md): adagger (A_dagger with its rule), adagger-oracle (eps per "
+                            "image on the ground truth), hyperlaplacian (HQS, tuned), nlm (denoising), "
+                            "wiener-flat, bicubic (SR); wiener is a deprecated alias of wiener-flat")
     group.add_argument("--gradient", choices=("learned", "known", "known+learned"), default=None,
                        help="the model's gradient step (default: the checkpoint's MODEL.GRADIENT, else known)")
 
@@ -112,12 +127,78 @@ def model_gradient(args: argparse.Namespace, cfg) -> str:
     return cfg.MODEL.GRADIENT if cfg is not None else "known"
 
 
+# ---------------------------------------------------------------- sizes the network needs
+
+def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
+    """x (B,C,H,W) -> (B,C,H',W'), H' and W' the next multiples of `multiple`, mirrored at the bottom
+    and right (the top-left pixels keep their place, so `unpad` is a crop)."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"  # reflect needs a pad below the side
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+
+
+def unpad(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """The top-left (H, W) of x (B,C,H',W'): undoes `pad_to_multiple`."""
+    return x[..., :size[0], :size[1]]
+
+
+class PaddedOperator(nn.Module):
+    """A on the top-left (H, W) crop of a padded image: A'(x') = A(crop(x')), A'^T = zero-pad(A^T).
+
+    The model restores an image padded to its size multiple while the data term involves the true
+    image only: the padding is shaped by the model's prior steps alone. A_dagger is the operator's
+    own start, padded by `pad_to_multiple`. The noise model is the operator's (sigma-aware models
+    find it as usual).
+    """
+
+    def __init__(self, op, size: tuple[int, int], multiple: int):
+        super().__init__()
+        self.op, self.size, self.multiple = op, tuple(size), multiple
+        self.noise_model = getattr(op, "noise_model", None)
+
+    def A(self, x: Tensor) -> Tensor:
+        return self.op.A(unpad(x, self.size))
+
+    def A_adjoint(self, y: Tensor) -> Tensor:
+        g = self.op.A_adjoint(y)
+        h, w = g.shape[-2:]
+        return F.pad(g, (0, -w % self.multiple, 0, -h % self.multiple))
+
+    def A_dagger(self, y: Tensor) -> Tensor:
+        return pad_to_multiple(initial_estimate(self.op, y), self.multiple)
+
+
+def _needs_padding(op, y: Tensor, multiple: int) -> tuple[int, int] | None:
+    """The true image size when it is not a multiple of `multiple`, else None."""
+    h, w = initial_estimate(op, y).shape[-2:]
+    return (h, w) if h % multiple or w % multiple else None
+
+
+def run_model(model: nn.Module, y: Tensor, op) -> Tensor:
+    """The model's final output (B,C,H,W) for y and op at any image size (padding only around the
+    network, see PaddedOperator); a blind model (gradient learned) of a same-size task gets y padded."""
+    multiple = getattr(model, "size_multiple", 8)
+    size = _needs_padding(op, y, multiple)
+    if size is None:
+        return model(y, physics=op)[0]
+    if getattr(model, "gradient", "known") == "learned" and op.A_adjoint(y).shape == y.shape:
+        return unpad(model(pad_to_multiple(y, multiple), physics=None)[0], size)
+    return unpad(model(y, physics=PaddedOperator(op, size, multiple))[0], size)
+
+
 def model_method(model: nn.Module) -> Method:
+    """The model as a method; a gray y (B,1,h,w) goes in replicated over 3 channels (module docstring)."""
     device = next(model.parameters()).device
 
     @torch.no_grad()
     def restore(y: Tensor, op: nn.Module, _params: dict) -> Tensor:
-        return model(y.to(device), physics=op.to(device))[0].float().cpu()
+        y, op = y.to(device), op.to(device)
+        gray = y.shape[1] == 1
+        out = run_model(model, y.expand(-1, 3, -1, -1) if gray else y, op)
+        return (out.mean(dim=1, keepdim=True) if gray else out).float().cpu()
 
     return restore
 
@@ -129,7 +210,26 @@ def make_known_run(task: str, args: argparse.Namespace, name: str, model: nn.Mod
                           "acts on the whole image")
     chosen = cases(name, scales=trained_scale(task, args, cfg), kernel_dir=getattr(args, "kernels", None))
     method = model_method(model) if model is not None else _baseline(args.method)
-    return KnownRun(name, chosen, method, args.method, protocol()["noise_seed"])
+    notes = sigma_range_warnings(chosen, cfg, getattr(args, "weights", None)) if model is not None else []
+    if args.method in DEPRECATED:
+        notes.append(f"--method {args.method} is deprecated: it is the flat-spectrum Wiener filter, now called "
+                     f"--method {DEPRECATED[args.method]} (hyperlaplacian and adagger-oracle are the strong "
+                     f"baselines)")
+    return KnownRun(name, chosen, method, args.method, protocol()["noise_seed"], notes)
+
+
+def sigma_range_warnings(chosen: list[Case], cfg, weights) -> list[str]:
+    """One line when some cases' noise lies outside DEGRADE.SIGMA_RANGE of the checkpoint's config."""
+    if cfg is None or not cfg.DEGRADE.KIND:
+        return []
+    low, high = (float(v) for v in cfg.DEGRADE.SIGMA_RANGE)
+    outside = [c for c in chosen if not low - 1e-6 <= c.sigma <= high + 1e-6]
+    if not outside:
+        return []
+    listed = ", ".join(f"{c.name} ({c.sigma:.4g})" for c in outside[:4]) + (" ..." if len(outside) > 4 else "")
+    return [f"weights {weights} were trained for noise std {low:g} to {high:g} (DEGRADE.SIGMA_RANGE in the "
+            f"checkpoint's config, on [0, 1] images); {len(outside)} case(s) lie outside: {listed}; their "
+            f"scores measure extrapolation: train with a DEGRADE.SIGMA_RANGE that covers them"]
 
 
 def _baseline(name: str) -> Method:
@@ -156,29 +256,45 @@ def photo_images() -> list[tuple[str, np.ndarray]]:
     return out
 
 
+def read_clean(path: Path) -> np.ndarray:
+    """A clean test image as uint8: (H, W) for a gray file (one channel, or three equal ones is
+    still RGB: only the file's own channel count decides), (H, W, 3) RGB otherwise."""
+    pixels = decode_image(path)
+    gray = pixels.ndim == 2 or pixels.shape[2] == 1
+    return to_uint8(image_from_array(pixels, path, channels=1 if gray else 3))
+
+
 def clean_set(kind: str, folder: Path | None) -> list[tuple[str, np.ndarray]]:
     if kind == "photos":
         return photo_images()
-    return [(p.stem, to_uint8(read_image(p))) for p in clean_images(folder)]
+    return [(p.stem, read_clean(p)) for p in clean_images(folder)]
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """The top-left (H - H % scale, W - W % scale) of an (H, W[, C]) image: the SR field's modcrop."""
+    h, w = img.shape[:2]
+    return np.ascontiguousarray(img[:h - h % scale, :w - w % scale])
 
 
 def degrade_case(case: Case, clean: np.ndarray, stem: str,
                  seed: int) -> tuple[np.ndarray, Tensor, nn.Module, dict]:
-    """(clean cut to fit, y (1,3,h,w) rounded to 8 bits, operator, params) for one image and case."""
+    """(clean as scored, y (1,C,h,w) rounded to 8 bits, operator, params) for one image and case;
+    C is 3, or 1 for a gray (H, W) image. SR cuts the image by `modcrop`; the others keep it whole.
+    params: {"kernel": (1,K,K), "sigma": (1,), "scale", "clean": (1,C,H,W) in [0, 1]}."""
     multiple = math.lcm(8, case.scale)
     h, w = clean.shape[:2]
     if h < multiple * 2 or w < multiple * 2:
         raise DataError(f"test image {stem} is {h}x{w}; the {case.name} case needs at least "
                         f"{2 * multiple}x{2 * multiple}")
-    top, left = (h % multiple) // 2, (w % multiple) // 2
-    clean = np.ascontiguousarray(clean[top:top + h - h % multiple, left:left + w - w % multiple])
+    clean = modcrop(clean, case.scale)
     kernel = case.kernel if case.kernel is not None else np.ones((1, 1))
     spec = DegradeSpec(case.kind, kernel_size=kernel.shape[0], padding="circular", scale=case.scale,
                        sr_kernel="bicubic")
     params = {"kernel": torch.from_numpy(kernel).float()[None], "sigma": torch.tensor([case.sigma]),
               "scale": case.scale}
     op = build_operator(spec, params["kernel"], params["sigma"])
-    x = torch.from_numpy(clean).permute(2, 0, 1)[None].float() / 255
+    x = torch.from_numpy(clean[..., None] if clean.ndim == 2 else clean).permute(2, 0, 1)[None].float() / 255
+    params["clean"] = x
     with torch.no_grad():
         y = op.A(x)
     if case.sigma > 0:
@@ -200,6 +316,8 @@ def run_known(ctx, spec, folder: Path | None, out_dir: Path) -> DatasetResult:
     """Restore and score every (case, image) of one clean test set."""
     run: KnownRun = ctx.known
     start = time.perf_counter()
+    for note in run.warnings:
+        print(f"warning: {note}", file=sys.stderr)
     images = clean_set(spec.kind, folder)
     scores, per_case = [], {}
     for case in run.cases:
