@@ -45,6 +45,7 @@ from A_dagger(y), e.g. the bicubic upsampling, the usual input of a blind SR net
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -125,7 +126,10 @@ def inverse_norm(lipschitz: float | Tensor) -> float | Tensor:
 
 
 def noise_level(physics, sigma, lipschitz: float | Tensor, x0: Tensor) -> Tensor:
-    """(B,) sigma / sqrt(L): the noise of y in the units of x (see the module docstring)."""
+    """(B,) sigma / sqrt(L): the noise of y in the units of x (see the module docstring).
+
+    Built on x0's device without host copies or reads: floats become device fills, tensors stay.
+    """
     if sigma is None:
         sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
     if sigma is None:
@@ -133,12 +137,19 @@ def noise_level(physics, sigma, lipschitz: float | Tensor, x0: Tensor) -> Tensor
                            f"sigma=s) or give {type(physics).__name__} a noise model with sigma "
                            f"(noise_model=GaussianNoise(s))")
     batch = x0.shape[0]
-    sigma = torch.as_tensor(sigma, dtype=torch.float32).detach().to(x0.device)
+    if isinstance(sigma, Tensor):
+        sigma = sigma.detach().to(device=x0.device, dtype=torch.float32)
+    else:
+        sigma = torch.full((), float(sigma), device=x0.device)
     if sigma.dim() > 1 or sigma.numel() not in (1, batch):
         raise PhysicsError(f"{sigma.numel()} noise levels for a batch of {batch}; give one sigma per sample "
                            f"(B,) or one float")
-    root = torch.as_tensor(lipschitz, dtype=torch.float32).detach().to(x0.device).reshape(-1).sqrt()
-    return sigma.reshape(-1).expand(batch) / root.clamp_min(torch.finfo(torch.float32).tiny).expand(batch)
+    sigma = sigma.reshape(-1).expand(batch)
+    tiny = torch.finfo(torch.float32).tiny
+    if not isinstance(lipschitz, Tensor):
+        return sigma / math.sqrt(max(float(lipschitz), tiny))
+    root = lipschitz.detach().to(device=x0.device, dtype=torch.float32).reshape(-1).sqrt()
+    return sigma / root.clamp_min(tiny).expand(batch)
 
 
 def residual(x: Tensor, obs: Observation) -> Tensor:

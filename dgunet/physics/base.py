@@ -57,10 +57,11 @@ def power_iteration(op, x: Tensor, per_sample: bool = False, iterations: int = P
 
     per_sample=True: one L per sample, (B,), valid only when A acts on each sample separately (all
     dgunet.physics operators do); False: one L for the whole batch as one vector, 0-d (right for any
-    linear A). The start vector is seeded, so the estimate is repeatable.
+    linear A). The start vector is seeded (per device type), so the estimate is repeatable.
     """
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
-    v = torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=dtype).to(x.device)
+    generator = torch.Generator(device=x.device).manual_seed(0)  # drawn on x's device: no host copy
+    v = torch.randn(x.shape, generator=generator, dtype=dtype, device=x.device)
     v = v / _sum_over(v * v, per_sample).sqrt().reshape(-1, *([1] * (v.dim() - 1)))
     estimate, previous = None, None
     for i in range(iterations):

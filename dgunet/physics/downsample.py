@@ -17,6 +17,7 @@ exactly, per kernel. Filtered and "reflect": an upper bound, as Blur's (physics.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
@@ -119,6 +120,7 @@ class Downsample(LinearOperator):
         return torch.Size((*y_shape[:-2], y_shape[-2] * self.factor, y_shape[-1] * self.factor))
 
 
+@lru_cache(maxsize=64)
 def bicubic_norm(n_in: int, n_out: int) -> float:
     """||R||_2^2 of MATLAB's bicubic (n_out, n_in) resize matrix (float64, CPU, cached with it)."""
     matrix = resize_matrix(n_in, n_out)
