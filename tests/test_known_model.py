@@ -372,3 +372,18 @@ def test_a_known_forward_on_the_engines_operators_reads_no_values(name, mode):
     assert len(outputs) == 7 and outputs[0].shape == (2, 3, 32, 32)
     with pytest.raises((RuntimeError, NotImplementedError)):  # the check can fail: a read does raise
         bool(outputs[0].sum() > 0)
+
+
+def test_test_py_loader_rebuilds_a_noise_aware_checkpoint(tmp_path):
+    from dgunet.testrun.loading import load_model
+
+    torch.manual_seed(0)
+    saved = build_model("deblurring", "DGUNet", gradient="known", noise_aware=True, **SMALL)
+    torch.save(saved.state_dict(), tmp_path / "aware.pth")
+    loaded = load_model("deblurring", tmp_path / "aware.pth", gradient="known").model
+    assert loaded.noise_aware
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), saved.state_dict().values(),
+                                                  strict=True))
+    plain = build_model("deblurring", "DGUNet", gradient="known", **SMALL)
+    torch.save(plain.state_dict(), tmp_path / "plain.pth")
+    assert not load_model("deblurring", tmp_path / "plain.pth", gradient="known").model.noise_aware
