@@ -48,6 +48,9 @@ def defaults() -> CN:
     # Gradient step of the image models: learned (published) | known | known+learned (the
     # degradation operator of each sample is given to the model; see dgunet/models/gradient.py).
     c.MODEL.GRADIENT = "learned"
+    # Known modes only: the model is told the noise level (op.noise_model.sigma) and sets its step
+    # sizes and proximal features from it (dgunet.models.image.NoiseConditioning); adds noise_net.* keys.
+    c.MODEL.NOISE_AWARE = False
     # Compressive sensing sampling matrix: learned (published) | fixed (seeded Gaussian,
     # dgunet.physics.CompressedSensing with seed MODEL.PHI_SEED).
     c.MODEL.PHI = "learned"
@@ -130,6 +133,8 @@ def defaults() -> CN:
     c.LOSS.EDGE_WEIGHT = 0.05
     c.LOSS.CHARBONNIER_EPS = 1e-3
     c.LOSS.CLAMP = False  # clamp outputs to [0, 1] before the loss (denoising, cs: always)
+    # Weight of each of the 7 stage outputs in the loss, final first; [] = all 1 (published).
+    c.LOSS.STAGE_WEIGHTS = []
 
     c.OUTPUT = CN()
     c.OUTPUT.DIR = "checkpoints"
@@ -278,6 +283,8 @@ def validate(cfg: CN) -> None:
     _check(m.GRADIENT == "learned" or m.TASK != "cs", "MODEL.GRADIENT applies to the image tasks; compressive "
            "sensing always knows its sampling: choose it with MODEL.PHI learned | fixed")
     _check(m.PHI in ("learned", "fixed"), f"MODEL.PHI = {m.PHI!r}; choose learned or fixed")
+    _check(not m.NOISE_AWARE or m.GRADIENT != "learned", "MODEL.NOISE_AWARE needs a known operator: set "
+           "MODEL.GRADIENT known or known+learned (with DEGRADE.KIND blur | sr | noise)")
     for key in ("N_FEAT", "SCALE_UNETFEATS", "SCALE_ORSNETFEATS"):
         _check(m[key] >= 0, f"MODEL.{key} = {m[key]} must be >= 0 (0: the published width)")
     if m.TASK == "cs":
@@ -351,6 +358,10 @@ def validate(cfg: CN) -> None:
 
     _check(loss.EDGE_WEIGHT >= 0 and loss.CHARBONNIER_EPS > 0,
            "LOSS.EDGE_WEIGHT must be >= 0 and LOSS.CHARBONNIER_EPS > 0")
+    weights = list(loss.STAGE_WEIGHTS)
+    _check(not weights or (len(weights) == 7 and min(weights) >= 0 and weights[0] > 0),
+           f"LOSS.STAGE_WEIGHTS = {weights}; give 7 weights >= 0, final stage first and positive (or [] for "
+           f"the published equal weights)")
     _check(loss.CLAMP or m.TASK not in ("denoising", "cs"),
            f"LOSS.CLAMP = False, but the published {m.TASK} objective always clamps outputs to [0, 1]")
     validate_degrade(cfg)

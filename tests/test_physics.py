@@ -265,6 +265,7 @@ def test_cs_matrix_is_seeded_and_independent_of_the_global_rng():
     b = physics.CompressedSensing(0.25).matrix
     assert torch.equal(a, b)
     assert not torch.equal(a, physics.CompressedSensing(0.25, seed=1).matrix)
+    a = physics.CompressedSensing(0.25, orthonormal=False).matrix  # the Gaussian before orthonormalising
     assert a.pow(2).mean().item() * 256 == pytest.approx(1.0, abs=0.02)  # N(0, 1/m): 262144 entries
     assert a.mean().abs().item() < 3 / math.sqrt(a.numel() * 256)
 
@@ -384,3 +385,133 @@ def test_circular_blur_dagger_minimises_the_regularised_objective():
     (grad,) = torch.autograd.grad(objective, x)
     assert grad.abs().max() < 1e-10
     torch.testing.assert_close(x.detach().mean(dim=(-2, -1)), y.mean(dim=(-2, -1)), rtol=0, atol=1e-12)
+
+
+# ------------------------------------------------------------------ operator norms, checks, host syncs
+
+
+def reference_norm(op, shape, iterations=1500):
+    """||A^T A|| per sample by a long float64 power iteration written here from its definition."""
+    v = randn(*shape, seed=31)
+    for _ in range(iterations):
+        v = v / v.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+        w = op.A_adjoint(op.A(v))
+        estimate = (v * w).flatten(1).sum(dim=1)
+        v = w
+    return estimate
+
+
+BOUNDED = ("blur-valid", "blur-valid-even", "blur-reflect", "blur-reflect-even", "kernel-reflect")
+ITERATED = ("compose", "compose-duck")
+
+
+@pytest.mark.parametrize("name", OPERATOR_NAMES)
+def test_norm_of_every_operator_equals_a_power_iteration(name):
+    """norm_AtA against a long power iteration: exact operators to 1e-3 relative; the padded blurs give
+    an upper bound (within 1.1x); Compose runs the runtime power iteration (within 1%, from below)."""
+    shape = (2, 3, 24, 30)
+    op = operators(*shape[-2:])[name].double()
+    if name == "cs":
+        shape = (2, 1, 24, 30)
+    x = torch.zeros(shape, dtype=torch.float64)
+    ours = torch.as_tensor(op.norm_AtA(x), dtype=torch.float64).flatten()
+    reference = reference_norm(op, shape)
+    if ours.numel() == 1:  # one L for the batch: the largest of the samples'
+        reference = reference.max()[None]
+    if name in BOUNDED:
+        assert torch.all(reference <= ours * (1 + 1e-9)) and torch.all(ours <= 1.1 * reference)
+    elif name in ITERATED:
+        assert torch.all(ours <= reference * (1 + 1e-9)) and torch.all(ours >= 0.99 * reference)
+    else:
+        torch.testing.assert_close(ours, reference, rtol=1e-3, atol=0)
+
+
+def test_norms_the_field_quotes():
+    """Sum-1 kernels: L = 1 (circular); bicubic: about 1/f^2; CS with orthonormal rows: 1."""
+    x = torch.zeros(1, 3, 64, 64)
+    box = torch.ones(5, 5) / 25
+    assert float(physics.Blur(box).norm_AtA(x)) == pytest.approx(1.0, rel=1e-6)
+    assert physics.Downsample(2).norm_AtA(x) == pytest.approx(0.25, rel=0.1)
+    assert physics.Downsample(4).norm_AtA(x) == pytest.approx(0.0625, rel=0.1)
+    assert physics.CompressedSensing(0.25).norm_AtA(x) == pytest.approx(1.0, rel=1e-5)
+    assert physics.CompressedSensing(0.25, orthonormal=False).norm_AtA(x) > 5  # the i.i.d. Gaussian: 8.9
+    assert physics.Identity().norm_AtA(x) == 1.0
+    torch.testing.assert_close(physics.Inpainting(torch.ones(64, 64)).norm_AtA(x), torch.ones(1))
+
+
+def test_power_iteration_serves_a_duck_typed_operator():
+    from dgunet.physics.base import operator_norm
+
+    x = torch.zeros(1, 3, 24, 30, dtype=torch.float64)
+    assert float(operator_norm(PlainScale(), x)) == pytest.approx(4.0, rel=1e-6)  # ||2 I||^2
+
+
+@pytest.mark.parametrize("percent", [1, 4, 10, 25, 30, 40, 50])
+def test_cs_matrix_has_orthonormal_rows(percent):
+    phi = physics.CompressedSensing(percent / 100).matrix
+    eye = torch.eye(phi.shape[0])
+    assert (phi.double() @ phi.double().t() - eye).abs().max().item() < 1e-5
+    # same row space as the seeded Gaussian: orthonormalising only rotates within it
+    gauss = physics.CompressedSensing(percent / 100, orthonormal=False).matrix.double()
+    projected = gauss @ phi.double().t() @ phi.double()
+    assert (projected - gauss).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("name", OPERATOR_NAMES)
+def test_image_shape_is_the_adjoints_shape_without_computing_it(name):
+    from dgunet.physics.base import adjoint_shape
+
+    op = operators(24, 30)[name]
+    x = rand(2, 1 if name == "cs" else 3, 24, 30, seed=32, dtype=torch.float32)
+    y = op.A(x)
+    assert adjoint_shape(op, y) == op.A_adjoint(y).shape == x.shape
+
+
+def test_kernel_batch_that_fits_neither_one_nor_the_images_is_a_physics_error_everywhere():
+    op = physics.Blur(rand(3, 1, 5, 5, seed=33))
+    y = torch.zeros(2, 3, 16, 16)
+    for method in (op.A, op.A_adjoint, op.A_dagger, op.norm_AtA):
+        with pytest.raises(PhysicsError, match="one per sample") as err:
+            method(y)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("kernel,fix", [
+    (torch.zeros(5, 5), "all zeros"),
+    (torch.stack([torch.ones(1, 5, 5), torch.zeros(1, 5, 5)]), "kernel 1 of the batch is all zeros"),
+    (torch.full((3, 3), float("nan")), "NaN or inf"),
+    (torch.tensor([[1.0, -2.0], [0.0, 0.5]]), "sums to -0.5"),
+])
+def test_kernels_that_cannot_blur_are_refused(kernel, fix):
+    for make in (lambda: physics.Blur(kernel), lambda: physics.Downsample(2, kernel)):
+        with pytest.raises(PhysicsError, match="positive sum|finite kernel") as err:
+            make()
+        assert fix in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("mask", [torch.full((8, 8), 2.0), torch.full((8, 8), -0.5),
+                                  torch.full((8, 8), float("nan"))])
+def test_masks_outside_zero_one_are_refused(mask):
+    with pytest.raises(PhysicsError, match=r"outside \[0, 1\]") as err:
+        physics.Inpainting(mask)
+    assert "\n" not in str(err.value)
+    physics.Inpainting(torch.full((8, 8), 0.3))  # a soft mask: the fraction of each pixel kept
+
+
+def test_operators_built_with_validate_false_never_read_values():
+    """Values on a "meta" device cannot be read: any bool()/item() would raise, as a GPU would sync."""
+    kernels = torch.rand(2, 1, 5, 5).to("meta")
+    sigma = torch.rand(2).to("meta")
+    noise = physics.GaussianNoise(sigma, validate=False)
+    for op in (physics.Blur(kernels, noise_model=noise, validate=False),
+               physics.Downsample(2, kernels, noise_model=noise, validate=False),
+               physics.Inpainting(torch.rand(2, 1, 16, 16).to("meta"), validate=False),
+               physics.Identity(noise_model=noise)):
+        x = torch.empty(2, 3, 16, 16, device="meta")
+        op.A_adjoint(op.A(x))
+        if not isinstance(op, physics.Inpainting):
+            op.A_dagger(op.A(x))
+        if isinstance(op, physics.Blur):
+            assert op.norm_AtA(x).shape == (2,)
+    with pytest.raises((RuntimeError, NotImplementedError)):  # validation does read the values
+        physics.Blur(kernels)

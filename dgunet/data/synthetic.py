@@ -87,29 +87,32 @@ def draw_params(spec: DegradeSpec, rng: np.random.Generator,
     return kernel, float(np.float32(sigma))  # the float32 value the operator will hold
 
 
-def build_operator(spec: DegradeSpec, kernels: Tensor, sigma: Tensor):
+def build_operator(spec: DegradeSpec, kernels: Tensor, sigma: Tensor, validate: bool = False):
     """The batched known operator: kernels (B,K,K) or (B,1,K,K), sigma (B,), both on the target device.
 
     Its noise model is GaussianNoise(sigma), so a model that uses sigma finds it at op.noise_model.sigma.
+    validate=False (the engine's per-batch call): the kernels and sigmas were drawn here and checked on
+    the CPU when `degrade` made y, so their values are not read again (on a GPU each read is a host sync).
     """
     from dgunet import physics  # imported on use: the published tasks never need the operators
 
     if kernels.dim() == 3:
         kernels = kernels[:, None]
-    noise = physics.GaussianNoise(sigma)
+    noise = physics.GaussianNoise(sigma, validate=validate)
     if spec.kind == "blur":
-        return physics.Blur(kernels, padding=spec.padding, noise_model=noise)
+        return physics.Blur(kernels, padding=spec.padding, noise_model=noise, validate=validate)
     if spec.kind == "sr":
         if spec.sr_kernel == "bicubic":
             return physics.Downsample(spec.scale, kernel="bicubic", noise_model=noise)
-        return physics.Downsample(spec.scale, kernel=kernels, padding=spec.padding, noise_model=noise)
+        return physics.Downsample(spec.scale, kernel=kernels, padding=spec.padding, noise_model=noise,
+                                  validate=validate)
     return physics.Identity(noise_model=noise)
 
 
 def degrade(spec: DegradeSpec, clean: Tensor, kernel: np.ndarray, sigma: float,
             rng: np.random.Generator) -> Tensor:
     """One clean (C,H,W) image -> y = A(clean) + sigma * n, n drawn from `rng` (float32)."""
-    op = build_operator(spec, torch.from_numpy(kernel).float()[None], torch.tensor([sigma]))
+    op = build_operator(spec, torch.from_numpy(kernel).float()[None], torch.tensor([sigma]), validate=True)
     with torch.no_grad():
         y = op.A(clean[None].float())[0]
     if sigma > 0:

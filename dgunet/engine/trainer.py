@@ -76,6 +76,8 @@ def build_model_from_cfg(cfg) -> nn.Module:
             overrides.update(phi=m.PHI, phi_seed=m.PHI_SEED)
     elif m.GRADIENT != "learned":
         overrides["gradient"] = m.GRADIENT
+        if m.NOISE_AWARE:
+            overrides["noise_aware"] = True
     return build_model(m.TASK, canonical_arch(m.ARCH), **overrides)
 
 
@@ -103,7 +105,7 @@ def compute_loss(outputs: list[Tensor], target: Tensor, cfg) -> Tensor:
     if cfg.LOSS.CLAMP:
         outputs = [o.clamp(0, 1) for o in outputs]
     return stage_loss(outputs, target.float(), cfg.MODEL.TASK, edge_weight=cfg.LOSS.EDGE_WEIGHT,
-                      eps=cfg.LOSS.CHARBONNIER_EPS)
+                      eps=cfg.LOSS.CHARBONNIER_EPS, stage_weights=list(cfg.LOSS.STAGE_WEIGHTS) or None)
 
 
 @dataclass

@@ -1,60 +1,69 @@
 """DGUNet and DGUNet+ for block compressive sensing (known, learned sampling matrix Phi).
 
-`phi="fixed"` replaces the learned matrix by the seeded Gaussian one of
-`dgunet.physics.CompressedSensing` (the classic CS setting), frozen.
+`phi="fixed"` replaces the learned matrix by the seeded one of `dgunet.physics.CompressedSensing`
+(Gaussian with orthonormal rows, Phi Phi^T = I: the classic CS setting of ISTA-Net), frozen.
 
 The model takes the clean image, samples every 32x32 block with Phi (m x 1024) and
 reconstructs it. With the sampling known, the gradient step is exact:
-  v = x - r * x Phi^T Phi + r * Phi^T b        (on rows of 1024 block pixels)
+  learned Phi   v = x - r * x Phi^T Phi + r * Phi^T b          (published, on rows of 1024 block pixels)
+  fixed Phi     v = x - (r / L) * (x Phi^T Phi - Phi^T b)      L = ||Phi^T Phi||
+The fixed step is relative to the operator as in the image models (dgunet.models.gradient): with
+orthonormal rows L = 1, so both read the same; dividing keeps a fixed matrix of another scale stable.
+A learned Phi keeps the published step bit for bit (its scale is learned together with r).
+The measurement count and the block layout are dgunet.physics.cs's (one rule for both).
 A 32x32 input is a single block (the published first training phase); larger inputs are
 cut into blocks (the published "deblock" phase). One model serves both.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
 from dgunet.models.blocks import Decoder, Encoder, GatedSAM, ResBlock, conv, shallow_feat
 from dgunet.models.image import NUM_STAGES, step_size
+from dgunet.physics.cs import from_blocks, num_rows, sampling_matrix, to_blocks
 
 BLOCK = 32
 CS_RATIOS = (1, 4, 10, 25, 30, 40, 50)
 
 
 def num_measurements(cs_ratio: float) -> int:
-    """m = ceil(ratio/100 * 1024): 1% -> 11, 10% -> 103, 25% -> 256, 50% -> 512."""
-    return math.ceil(cs_ratio * BLOCK * BLOCK / 100)
+    """m = ceil(ratio/100 * 1024): 1% -> 11, 10% -> 103, 25% -> 256, 50% -> 512 (physics' rule)."""
+    return num_rows(cs_ratio / 100, BLOCK)
 
 
 def image_to_blocks(img: Tensor, block: int = BLOCK) -> Tensor:
     """(B,1,H,W), H and W multiples of `block` -> (B*H/block*W/block, block*block), row-major."""
-    b, c, h, w = img.shape
-    x = img.reshape(b, c, h // block, block, w // block, block)
-    return x.permute(0, 2, 4, 1, 3, 5).reshape(-1, c * block * block)
+    b, c = img.shape[:2]
+    return to_blocks(img, block).permute(0, 2, 3, 1, 4).reshape(-1, c * block * block)
 
 
 def blocks_to_image(rows: Tensor, shape: torch.Size, block: int = BLOCK) -> Tensor:
     """Inverse of `image_to_blocks`: (N, block*block) -> `shape` = (B,1,H,W)."""
     b, c, h, w = shape
-    x = rows.reshape(b, h // block, w // block, c, block, block)
-    return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+    patches = rows.reshape(b, h // block, w // block, c, block * block).permute(0, 3, 1, 2, 4)
+    return from_blocks(patches, block)
 
 
 class Measurements:
-    """Phi^T Phi and Phi^T b of one batch, computed once and reused by all 7 stages."""
+    """Phi^T Phi and Phi^T b of one batch, computed once and reused by all 7 stages.
 
-    def __init__(self, phi: Tensor, img: Tensor):
+    step_scale: None for the published step with a learned Phi, else 1/L (fixed Phi).
+    """
+
+    def __init__(self, phi: Tensor, img: Tensor, step_scale: float | None = None):
         self.shape = img.shape
         rows = image_to_blocks(img)
         self.phit_b = (rows @ phi.t()) @ phi  # (N,1024)
         self.phit_phi = phi.t() @ phi  # (1024,1024)
+        self.step_scale = step_scale
 
     def gradient_step(self, x: Tensor, r: Tensor) -> Tensor:
         """x (B,1,H,W) -> v (B,1,H,W)."""
         rows = image_to_blocks(x)
+        if self.step_scale is not None:
+            r = r * self.step_scale
         v = rows - r * (rows @ self.phit_phi) + r * self.phit_b
         return blocks_to_image(v, self.shape)
 
@@ -99,6 +108,7 @@ class _CSUnfolding(nn.Module):
             raise ValueError(f"phi={phi!r}; choose 'learned' (published) or 'fixed'")
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
         self.in_c, self.out_c, self.cs_ratio, self.phi_mode = in_c, out_c, cs_ratio, phi
+        self.step_scale: float | None = None  # 1/L of a fixed Phi; None: the published learned step
         self.n_feat, self.scale_unetfeats, self.scale_orsnetfeats = n, s, o
         self.Phi = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_measurements(cs_ratio), BLOCK**2)))
         if phi == "fixed":
@@ -132,22 +142,21 @@ class _CSUnfolding(nn.Module):
 
         It stays the parameter `Phi` (frozen) so that state-dict keys match the published ones.
         """
-        from dgunet.physics import CompressedSensing  # the models do not need physics otherwise
-
-        matrix = CompressedSensing(self.cs_ratio / 100, block=BLOCK, seed=seed).matrix
+        matrix = sampling_matrix(self.cs_ratio / 100, block=BLOCK, seed=seed)
         if matrix.shape != self.Phi.shape:
             raise ValueError(f"CompressedSensing({self.cs_ratio / 100:g}) has {matrix.shape[0]} rows; the "
                              f"model samples {self.Phi.shape[0]} per block")
         with torch.no_grad():
             self.Phi.copy_(matrix)
         self.Phi.requires_grad_(False)
+        self.step_scale = 1.0 / float(torch.linalg.matrix_norm(matrix.double(), ord=2)) ** 2
 
     def _middle_stages(self) -> list[CSStage]:
         return [self.stage_model] * (NUM_STAGES - 2) if self.shared else list(self.body)
 
     def forward(self, img: Tensor) -> list[Tensor]:
         """img (B,1,H,W) in [0,1], H and W multiples of 32 -> 7 reconstructions, final first."""
-        meas = Measurements(self.Phi, img)
+        meas = Measurements(self.Phi, img, self.step_scale)
         v = meas.gradient_step(blocks_to_image(meas.phit_b, img.shape), self.r0)
         skips, bottom = self.stage1_encoder(self.shallow_feat1(v))
         dec = self.stage1_decoder(bottom, skips)

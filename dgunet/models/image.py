@@ -6,9 +6,12 @@ Each of the 7 stages is one step of proximal gradient descent:
 The last stage replaces the U-Net by a conv head and adds the degraded input back.
 
 The gradient step has three modes (`gradient=`), see `dgunet.models.gradient`:
-"learned" (published), "known" (x - r A^T(Ax - y) with the operator passed to forward) and
-"known+learned" (the known gradient through a learned preconditioner). Every mode has the same
-parameters and state-dict keys, so a published checkpoint initialises any of them.
+"learned" (published), "known" (x - (r/L) A^T(Ax - y), L = ||A^T A||, with the operator passed to
+forward) and "known+learned" (the known gradient through a learned preconditioner). Every mode has
+the same parameters and state-dict keys, so a published checkpoint initialises any of them.
+`noise_aware=True` (known modes only) adds `noise_net` (NoiseConditioning): the noise level sets a
+gain on every stage's step size and a shift of every stage's proximal features (formulation and why:
+dgunet.models.gradient, and `NoiseConditioning` below). Without it the keys are the published ones.
 
 DGUNet shares one stage (`basic`) across stages 2..6; DGUNet+ gives every stage its own
 weights. Attribute names are the published checkpoint keys.
@@ -42,9 +45,14 @@ def step_size() -> nn.Parameter:
 
 
 def proximal_step(v: Tensor, carry: Carry | None, shallow: nn.Module, merge: nn.Module | None,
-                  encoder: Encoder, decoder: Decoder, sam: nn.Module) -> tuple[Tensor, Carry]:
-    """IPMM: features of v, fused with the previous stage, through the U-Net and SAM."""
-    feats = shallow(v)
+                  encoder: Encoder, decoder: Decoder, sam: nn.Module, shift: Tensor | None = None
+                  ) -> tuple[Tensor, Carry]:
+    """IPMM: features of v (B,C,H,W), fused with the previous stage, through the U-Net and SAM.
+
+    shift: (B,n,1,1) added to the shallow features (a noise-aware model's sigma-dependent bias: it
+    tells the proximal network how noisy v is, without touching the published convolutions), or None.
+    """
+    feats = shifted(shallow(v), shift)
     if carry is None:
         skips, bottom = encoder(feats)
     else:
@@ -55,6 +63,45 @@ def proximal_step(v: Tensor, carry: Carry | None, shallow: nn.Module, merge: nn.
     return img, Carry(sam_feats, skips, dec)
 
 
+def shifted(feats: Tensor, shift: Tensor | None) -> Tensor:
+    return feats if shift is None else feats + shift
+
+
+def scaled(r: Tensor, gain: Tensor | None) -> Tensor:
+    """r times a noise-aware gain (B,1,1,1), or r itself."""
+    return r if gain is None else r * gain
+
+
+class NoiseConditioning(nn.Module):
+    """USRNet-style hyper-network: noise level sigma (B,) -> per-stage step gains and feature shifts.
+
+    forward(sigma) -> (gains (B,7) in (0,2), shifts (B,7,n,1,1)). sigma is in image units (sigma / sqrt(L),
+    see dgunet.models.gradient), fed as sigma / SIGMA_UNIT. Why both outputs: the gain sets how far each
+    gradient step trusts y (noisier y, shorter steps); the shift tells each proximal network how much
+    noise is left to remove, which a step size alone cannot. Why this form: a few thousand parameters,
+    the published convolutions untouched, and zero-initialised heads make it neutral at the start
+    (gain 2*sigmoid(0) = 1, shift 0), so a trained known model is a valid initialisation.
+    """
+
+    SIGMA_UNIT = 0.1  # about 25/255: the inputs stay of order 1 over the usual 0..50/255
+
+    def __init__(self, n_feat: int, stages: int = NUM_STAGES, hidden: int = 32):
+        super().__init__()
+        self.stages, self.n_feat = stages, n_feat
+        self.body = nn.Sequential(nn.Linear(1, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.gain = nn.Linear(hidden, stages)
+        self.shift = nn.Linear(hidden, stages * n_feat)
+        for head in (self.gain, self.shift):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+
+    def forward(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        h = self.body((sigma.float() / self.SIGMA_UNIT)[:, None])
+        gains = 2 * torch.sigmoid(self.gain(h))
+        shifts = self.shift(h).reshape(-1, self.stages, self.n_feat, 1, 1)
+        return gains, shifts
+
+
 class _ImageUnfolding(nn.Module):
     """Common constructor arguments and helpers of the two image variants."""
 
@@ -63,11 +110,13 @@ class _ImageUnfolding(nn.Module):
 
     def __init__(self, in_c: int, out_c: int, n_feat: int, scale_unetfeats: int,
                  scale_orsnetfeats: int, kernel_size: int, reduction: int, bias: bool,
-                 gradient: str = "learned"):
+                 gradient: str = "learned", noise_aware: bool = False):
         super().__init__()
         if gradient not in GRADIENTS:
             raise ValueError(f"gradient={gradient!r}; choose one of {', '.join(GRADIENTS)}")
-        self.gradient = gradient
+        if noise_aware and gradient == "learned":
+            raise ValueError("noise_aware=True needs a known operator: use gradient='known' or 'known+learned'")
+        self.gradient, self.noise_aware = gradient, noise_aware
         self.in_c, self.out_c = in_c, out_c
         self.n_feat, self.scale_unetfeats, self.scale_orsnetfeats = n_feat, scale_unetfeats, scale_orsnetfeats
         self._kernel_size, self._reduction, self._bias = kernel_size, reduction, bias
@@ -82,9 +131,21 @@ class _ImageUnfolding(nn.Module):
         """The 7 learned gradient step sizes r_k, stage 1 first."""
         raise NotImplementedError
 
-    def observe(self, y: Tensor, physics=None) -> Observation:
-        """y and the operator, checked, with the image-space start x0 (B,out_c,H,W)."""
-        return observe(y, physics, self.gradient, self.min_size, self.size_multiple)
+    def _add_noise_net(self) -> None:
+        """Registered last, and only when enabled: the published keys and their order stay."""
+        if self.noise_aware:
+            self.noise_net = NoiseConditioning(self.n_feat)
+
+    def observe(self, y: Tensor, physics=None, sigma=None) -> Observation:
+        """y and the operator, checked, with the image-space start x0 (B,out_c,H,W), 1/L and sigma."""
+        return observe(y, physics, self.gradient, self.min_size, self.size_multiple, sigma, self.noise_aware)
+
+    def conditions(self, obs: Observation) -> list[tuple[Tensor | None, Tensor | None]]:
+        """Per stage (gain (B,1,1,1), shift (B,n,1,1)) of a noise-aware model; (None, None) otherwise."""
+        if not self.noise_aware:
+            return [(None, None)] * NUM_STAGES
+        gains, shifts = self.noise_net(obs.sigma)
+        return [(gains[:, k].reshape(-1, 1, 1, 1), shifts[:, k]) for k in range(NUM_STAGES)]
 
 
 class SharedStage(nn.Module):
@@ -103,24 +164,26 @@ class SharedStage(nn.Module):
         self.concat12 = conv(2 * n, n, owner._kernel_size, owner._bias)  # published but never used
         self.merge12 = MergeBlock(n, 3, bias=True)
 
-    def forward(self, x: Tensor, obs: Observation, carry: Carry) -> tuple[Tensor, Carry]:
-        v = gradient_step(x, obs, self.r1, self.phi_1, self.phit_1)
+    def forward(self, x: Tensor, obs: Observation, carry: Carry, gain: Tensor | None = None,
+                shift: Tensor | None = None) -> tuple[Tensor, Carry]:
+        v = gradient_step(x, obs, scaled(self.r1, gain), self.phi_1, self.phit_1)
         return proximal_step(v, carry, self.shallow_feat2, self.merge12, self.stage2_encoder,
-                             self.stage2_decoder, self.sam23)
+                             self.stage2_decoder, self.sam23, shift)
 
 
 class DGUNet(_ImageUnfolding):
     """DGUNet: stage 1, the shared stage five times, stage 7.
 
-    forward(y, physics=None) -> list of 7 (B,out_c,H,W), final first. Without an operator y is
-    the degraded image (B,in_c,H,W), H and W multiples of 8; with one, y is its measurement.
+    forward(y, physics=None, sigma=None) -> list of 7 (B,out_c,H,W), final first. Without an operator
+    y is the degraded image (B,in_c,H,W), H and W multiples of 8; with one, y is its measurement;
+    sigma (noise-aware models): the noise level of y, float or (B,), else op.noise_model.sigma.
     """
 
     def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 80, scale_unetfeats: int = 48,
                  scale_orsnetfeats: int = 32, kernel_size: int = 3, reduction: int = 4,
-                 bias: bool = False, gradient: str = "learned"):
+                 bias: bool = False, gradient: str = "learned", noise_aware: bool = False):
         super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, kernel_size,
-                         reduction, bias, gradient)
+                         reduction, bias, gradient, noise_aware)
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
         resblock_act = nn.PReLU()  # one PReLU for every phi/phi^T (published quirk)
         act = nn.PReLU()  # one PReLU for this module's own CABs
@@ -138,18 +201,22 @@ class DGUNet(_ImageUnfolding):
         self.phit_6 = ResBlock(resblock_act)
         self.concat67 = conv(2 * n, n + o, kernel_size, bias)
         self.tail = conv(n + o, out_c, kernel_size, bias)
+        self._add_noise_net()
 
-    def forward(self, y: Tensor, physics=None) -> list[Tensor]:
-        obs = self.observe(y, physics)
-        v = gradient_step(obs.x0, obs, self.r0, self.phi_0, self.phit_0)
+    def forward(self, y: Tensor, physics=None, sigma=None) -> list[Tensor]:
+        obs = self.observe(y, physics, sigma)
+        conditions = self.conditions(obs)
+        gain, shift = conditions[0]
+        v = gradient_step(obs.x0, obs, scaled(self.r0, gain), self.phi_0, self.phit_0)
         x, carry = proximal_step(v, None, self.shallow_feat1, None, self.stage1_encoder,
-                                 self.stage1_decoder, self.sam12)
+                                 self.stage1_decoder, self.sam12, shift)
         estimates = [x]
-        for _ in range(NUM_STAGES - 2):
-            x, carry = self.basic(x, obs, carry)
+        for k in range(1, NUM_STAGES - 1):
+            x, carry = self.basic(x, obs, carry, *conditions[k])
             estimates.append(x)
-        v = gradient_step(x, obs, self.r6, self.phi_6, self.phit_6)
-        feats = torch.cat([self.shallow_feat7(v), carry.feats], dim=1)
+        gain, shift = conditions[-1]
+        v = gradient_step(x, obs, scaled(self.r6, gain), self.phi_6, self.phit_6)
+        feats = torch.cat([shifted(self.shallow_feat7(v), shift), carry.feats], dim=1)
         final = self.tail(self.concat67(feats)) + obs.x0
         return [final, *reversed(estimates)]
 
@@ -160,15 +227,14 @@ class DGUNet(_ImageUnfolding):
 class DGUNetPlus(_ImageUnfolding):
     """DGUNet+: the same unfolding with separate weights in every stage.
 
-    forward(y, physics=None) -> list of 7 (B,out_c,H,W), final first. Without an operator y is
-    the degraded image (B,in_c,H,W), H and W multiples of 8; with one, y is its measurement.
+    forward(y, physics=None, sigma=None) -> list of 7 (B,out_c,H,W), final first: as DGUNet's.
     """
 
     def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 80, scale_unetfeats: int = 48,
                  scale_orsnetfeats: int = 32, kernel_size: int = 3, reduction: int = 4,
-                 bias: bool = False, gradient: str = "learned"):
+                 bias: bool = False, gradient: str = "learned", noise_aware: bool = False):
         super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, kernel_size,
-                         reduction, bias, gradient)
+                         reduction, bias, gradient, noise_aware)
         n, s = n_feat, scale_unetfeats
         resblock_act = nn.PReLU()
         act = nn.PReLU()
@@ -187,20 +253,24 @@ class DGUNetPlus(_ImageUnfolding):
             setattr(self, f"sam{k}{k + 1}", self._sam())
             setattr(self, f"merge{k}{k + 1}", MergeBlock(n, 3, bias=True))
         self.tail = conv(n, out_c, kernel_size, bias)
+        self._add_noise_net()
 
-    def forward(self, y: Tensor, physics=None) -> list[Tensor]:
-        obs = self.observe(y, physics)
+    def forward(self, y: Tensor, physics=None, sigma=None) -> list[Tensor]:
+        obs = self.observe(y, physics, sigma)
+        conditions = self.conditions(obs)
         x, carry, estimates = obs.x0, None, []
         for k in range(1, NUM_STAGES):
-            v = gradient_step(x, obs, getattr(self, f"r{k - 1}"), getattr(self, f"phi_{k - 1}"),
+            gain, shift = conditions[k - 1]
+            v = gradient_step(x, obs, scaled(getattr(self, f"r{k - 1}"), gain), getattr(self, f"phi_{k - 1}"),
                               getattr(self, f"phit_{k - 1}"))
             merge = getattr(self, f"merge{k - 1}{k}") if k > 1 else None
             x, carry = proximal_step(v, carry, getattr(self, f"shallow_feat{k}"), merge,
                                      getattr(self, f"stage{k}_encoder"),
-                                     getattr(self, f"stage{k}_decoder"), getattr(self, f"sam{k}{k + 1}"))
+                                     getattr(self, f"stage{k}_decoder"), getattr(self, f"sam{k}{k + 1}"), shift)
             estimates.append(x)
-        v = gradient_step(x, obs, self.r6, self.phi_6, self.phit_6)
-        final = self.tail(self.merge67(self.shallow_feat7(v), carry.feats)) + obs.x0
+        gain, shift = conditions[-1]
+        v = gradient_step(x, obs, scaled(self.r6, gain), self.phi_6, self.phit_6)
+        final = self.tail(self.merge67(shifted(self.shallow_feat7(v), shift), carry.feats)) + obs.x0
         return [final, *reversed(estimates)]
 
     def step_sizes(self) -> list[float]:

@@ -83,6 +83,7 @@ def build_model(task: str, arch: str = "DGUNet", **overrides) -> nn.Module:
     >>> build_model("deraining", "DGUNet_plus")              # published widths
     >>> build_model("cs", "DGUNet", cs_ratio=10, n_feat=16)  # reduced width
     >>> build_model("sr", "DGUNet", gradient="known")        # model(y, physics=Downsample(4))
+    >>> build_model("denoising", "DGUNet", gradient="known", noise_aware=True)  # reads op.noise_model.sigma
     """
     variant = get_variant(task, arch)
     return variant.cls(**{**variant.widths, **overrides})

@@ -4,10 +4,17 @@ Duck-typed contract (all the models need; deepinv's physics objects satisfy it):
   op.A(x)          image x (B,C,H,W) -> measurement y (any shape)
   op.A_adjoint(y)  measurement y -> image (B,C,H,W), the exact adjoint of A
   op.A_dagger(y)   optional: measurement -> image-space initial estimate (else A_adjoint is used)
+  op.norm_AtA(x)   optional: L = ||A^T A|| (the squared spectral norm of A) on images shaped like x
+                   (only x's shape, dtype and device are read): a float, a 0-d tensor or a (B,)
+                   tensor, one L per sample when A acts on each sample separately. Without it,
+                   `operator_norm` estimates L by `power_iteration`.
+  op.image_shape(y_shape)  optional: the shape A_adjoint returns for a measurement of y_shape,
+                   without computing it (the blind models use it to tell same-size operators apart)
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from dgunet.errors import PhysicsError
@@ -31,6 +38,87 @@ def initial_estimate(op, y: Tensor) -> Tensor:
     return dagger(y) if callable(dagger) else op.A_adjoint(y)
 
 
+# Power iteration for operators without norm_AtA: at most POWER_ITERATIONS products A^T A v; it
+# stops early once the estimate moved by less than POWER_TOLERANCE (relative) over the last
+# POWER_CHECK_EVERY iterations (checked every POWER_CHECK_EVERY: each check is one host sync on a GPU).
+POWER_ITERATIONS = 50
+POWER_TOLERANCE = 1e-4
+POWER_CHECK_EVERY = 5
+
+
+def _sum_over(v: Tensor, per_sample: bool) -> Tensor:
+    return v.flatten(1).sum(dim=1) if per_sample else v.sum()
+
+
+@torch.no_grad()
+def power_iteration(op, x: Tensor, per_sample: bool = False, iterations: int = POWER_ITERATIONS,
+                    tolerance: float = POWER_TOLERANCE) -> Tensor:
+    """Estimate L = ||A^T A|| on images shaped like x (B,C,H,W) (a lower bound converging to L).
+
+    per_sample=True: one L per sample, (B,), valid only when A acts on each sample separately (all
+    dgunet.physics operators do); False: one L for the whole batch as one vector, 0-d (right for any
+    linear A). The start vector is seeded (per device type), so the estimate is repeatable.
+    """
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    generator = torch.Generator(device=x.device).manual_seed(0)  # drawn on x's device: no host copy
+    v = torch.randn(x.shape, generator=generator, dtype=dtype, device=x.device)
+    v = v / _sum_over(v * v, per_sample).sqrt().reshape(-1, *([1] * (v.dim() - 1)))
+    estimate, previous = None, None
+    for i in range(iterations):
+        w = op.A_adjoint(op.A(v))
+        estimate = _sum_over(v * w, per_sample)  # Rayleigh quotient <v, A^T A v>, ||v|| = 1
+        norm = _sum_over(w * w, per_sample).sqrt().clamp_min(torch.finfo(dtype).tiny)
+        v = w / norm.reshape(-1, *([1] * (w.dim() - 1)))
+        if (i + 1) % POWER_CHECK_EVERY == 0:
+            if previous is not None and bool(((estimate - previous).abs() <= tolerance * estimate.abs()).all()):
+                break
+            previous = estimate
+    return estimate
+
+
+BOUND_ITERATIONS = 5  # Collatz-Wielandt bound: within 1.07x of L for the padded blurs of tests/test_physics.py
+
+
+def nonnegative_bound(op, x: Tensor, iterations: int = BOUND_ITERATIONS) -> Tensor:
+    """Upper bound of L = ||A^T A|| per sample, (B,), for an A with non-negative entries.
+
+    M = A^T A is then a non-negative symmetric matrix, and for any positive w, L <= max_i (M w)_i / w_i
+    (Collatz-Wielandt; w = 1 is Schur's test). Iterating w <- M w lowers the bound towards L: one A
+    and one A^T per iteration, no host sync.
+    """
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    w = torch.ones(x.shape, dtype=dtype, device=x.device)
+    for _ in range(iterations):
+        mw = op.A_adjoint(op.A(w))
+        bound = (mw / w.clamp_min(torch.finfo(dtype).tiny)).flatten(1).amax(dim=1)
+        w = mw / mw.flatten(1).amax(dim=1).clamp_min(torch.finfo(dtype).tiny).reshape(-1, 1, 1, 1)
+    return bound
+
+
+def operator_norm(op, x: Tensor) -> float | Tensor:
+    """L = ||A^T A|| of any operator on images shaped like x: op.norm_AtA(x) when it has one, else a
+    power iteration over the whole batch (one L for all samples: a duck-typed A may mix samples)."""
+    exact = getattr(op, "norm_AtA", None)
+    return exact(x) if callable(exact) else power_iteration(op, x)
+
+
+def adjoint_shape(op, y: Tensor) -> torch.Size:
+    """The shape of op.A_adjoint(y), computed without A_adjoint on the whole batch where possible.
+
+    Our operators know it (`image_shape`); a duck-typed one is asked on the first sample, and on the
+    whole batch only when it refuses a slice (an operator holding one parameter per sample).
+    """
+    shape_of = getattr(op, "image_shape", None)
+    if callable(shape_of):
+        return torch.Size(shape_of(y.shape))
+    with torch.no_grad():
+        try:
+            first = op.A_adjoint(y[:1]).shape
+        except (RuntimeError, ValueError):
+            return op.A_adjoint(y).shape
+    return torch.Size((y.shape[0], *first[1:]))
+
+
 class LinearOperator(nn.Module):
     """A linear forward operator A with its adjoint; `op(x)` = noise_model(A(x)) simulates a measurement.
 
@@ -52,6 +140,11 @@ class LinearOperator(nn.Module):
         """A cheap image-space initial estimate from y; here the adjoint (subclasses do better)."""
         return self.A_adjoint(y)
 
+    def norm_AtA(self, x: Tensor) -> float | Tensor:
+        """L = ||A^T A|| on images shaped like x; here one power iteration per sample (our operators
+        act on each sample separately). Subclasses that know L exactly override it."""
+        return power_iteration(self, x, per_sample=True)
+
     def forward(self, x: Tensor) -> Tensor:
         """x (B,C,H,W) -> y = A(x) + noise."""
         return self.noise_model(self.A(x))
@@ -69,6 +162,12 @@ class Identity(LinearOperator):
 
     def A_dagger(self, y: Tensor) -> Tensor:
         return y
+
+    def norm_AtA(self, x: Tensor) -> float:
+        return 1.0
+
+    def image_shape(self, y_shape) -> torch.Size:
+        return torch.Size(y_shape)
 
 
 class Compose(LinearOperator):
@@ -95,3 +194,22 @@ class Compose(LinearOperator):
 
     def A_dagger(self, y: Tensor) -> Tensor:
         return initial_estimate(self.A1, initial_estimate(self.A2, y))
+
+    def norm_AtA(self, x: Tensor) -> Tensor:
+        """Power iteration on the product (the product of the parts' L is only an upper bound): one L
+        per sample when both parts are ours (they act per sample), else one for the batch."""
+        ours = isinstance(self.A1, LinearOperator) and isinstance(self.A2, LinearOperator)
+        return power_iteration(self, x, per_sample=ours)
+
+    def image_shape(self, y_shape) -> torch.Size:
+        middle = _part_image_shape(self.A2, y_shape)
+        return _part_image_shape(self.A1, middle)
+
+
+def _part_image_shape(op, y_shape) -> torch.Size:
+    """image_shape of a Compose part; a duck-typed part is asked with one zero measurement."""
+    shape_of = getattr(op, "image_shape", None)
+    if callable(shape_of):
+        return torch.Size(shape_of(y_shape))
+    with torch.no_grad():
+        return torch.Size((y_shape[0], *op.A_adjoint(torch.zeros(1, *y_shape[1:])).shape[1:]))

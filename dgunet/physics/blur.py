@@ -7,6 +7,13 @@ Boundaries ("padding"):
   "reflect"   the image is mirrored without repeating the edge pixel (numpy/PyTorch "reflect"), then
               "valid"; y has x's size. Padding and its exact adjoint (folding the border back) are one
               index map, so A_adjoint is exact here too.
+Operator norm (`norm_AtA`, the L of the models' step r/L): "circular" is diagonal in the Fourier
+basis, so L = max |K|^2 over the FFT grid of the image's size, exactly, one per sample (1 for a
+non-negative kernel of sum 1: the maximum sits at frequency 0). "valid" and "reflect" are not
+diagonal there; they give an upper bound instead, from the operator with |k| (whose A^T A is a
+non-negative matrix): L <= max (A^T A w) / w, with w = 1 refined by 5 products w <- A^T A w
+(physics.base.nonnegative_bound; within 1.07x of L in tests/test_physics.py, costing 5 A/A^T pairs).
+An upper bound only makes the step safer.
 Kernel centre: pixel (kh//2, kw//2) of the kernel sits over the output pixel. For odd sizes that is
 the middle; for even sizes it is the lower-right of the four middle pixels, so an even kernel shifts
 the image by half a pixel up-left compared with a symmetric odd one.
@@ -19,13 +26,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgunet.errors import PhysicsError
-from dgunet.physics.base import LinearOperator, check_image, shape_text
+from dgunet.physics.base import LinearOperator, check_image, nonnegative_bound, shape_text
 
 PADDINGS = ("circular", "valid", "reflect")
 
 
-def as_kernel_batch(kernel: Tensor, who: str) -> Tensor:
-    """(kh,kw), (1|B,1|C,kh,kw) -> (Bk,Ck,kh,kw)."""
+def as_kernel_batch(kernel: Tensor, who: str, validate: bool = True) -> Tensor:
+    """(kh,kw), (1|B,1|C,kh,kw) -> (Bk,Ck,kh,kw); validate: refuse non-finite kernels and kernels
+    whose sum is not positive (an all-zero kernel erases the image; the regularised inverse divides by
+    the sum at frequency 0). The value checks read the tensor (a host sync on a GPU): see `Blur`."""
     kernel = torch.as_tensor(kernel)
     if kernel.dim() == 2:
         kernel = kernel[None, None]
@@ -34,9 +43,21 @@ def as_kernel_batch(kernel: Tensor, who: str) -> Tensor:
                            f"(B,C,k,k)")
     if not kernel.is_floating_point():
         kernel = kernel.float()
+    if validate:
+        check_kernel_values(who, kernel)
+    return kernel
+
+
+def check_kernel_values(who: str, kernel: Tensor) -> None:
+    """Every kernel of the (Bk,Ck,kh,kw) batch is finite and sums to a positive value."""
     if not bool(torch.isfinite(kernel).all()):
         raise PhysicsError(f"{who}: the kernel has NaN or inf entries; pass a finite kernel")
-    return kernel
+    sums = kernel.double().sum(dim=(-2, -1)).flatten()
+    bad = torch.nonzero(sums <= 0).flatten().tolist()
+    if bad:
+        what = "is all zeros" if not bool(kernel.flatten(0, 1)[bad[0]].any()) else f"sums to {sums[bad[0]]:.3g}"
+        raise PhysicsError(f"{who}: kernel {bad[0]} of the batch {what}; a blur kernel has a positive sum "
+                           f"(normalise it: k / k.sum())")
 
 
 def check_kernel_fits(who: str, kernel: Tensor, x: Tensor, size: bool = True) -> None:
@@ -52,11 +73,11 @@ def check_kernel_fits(who: str, kernel: Tensor, x: Tensor, size: bool = True) ->
                            f"smaller kernel")
 
 
-def kernel_spectrum(kernel: Tensor, h: int, w: int) -> Tensor:
-    """(Bk,Ck,kh,kw) -> rfft2 of the kernel zero-padded to (h,w), its centre rolled to pixel (0,0)."""
+def kernel_spectrum(kernel: Tensor, h: int, w: int, full: bool = False) -> Tensor:
+    """(Bk,Ck,kh,kw) -> rfft2 (full: fft2) of the kernel zero-padded to (h,w), its centre rolled to (0,0)."""
     kh, kw = kernel.shape[-2:]
-    padded = F.pad(kernel, (0, w - kw, 0, h - kh))
-    return torch.fft.rfft2(torch.roll(padded, (-(kh // 2), -(kw // 2)), dims=(-2, -1)))
+    padded = torch.roll(F.pad(kernel, (0, w - kw, 0, h - kh)), (-(kh // 2), -(kw // 2)), dims=(-2, -1))
+    return torch.fft.fft2(padded) if full else torch.fft.rfft2(padded)
 
 
 def fft_filter(x: Tensor, kernel: Tensor, adjoint: bool) -> Tensor:
@@ -161,10 +182,14 @@ class Blur(LinearOperator):
       "valid": each pixel gets the mean of the measurements whose kh x kw window covers it (the
         adjoint of a box of the kernel's support, divided by the count): defined everywhere, unlike
         A^T y / A^T 1, which divides by zero where a motion kernel has zero taps.
+    validate: check the kernel's values at construction (finite, each kernel's sum positive). Reading
+      values is a host sync when the kernel is on a GPU; the training engine builds one operator per
+      batch from kernels it drew and checked itself on the CPU, so it passes validate=False. Shapes
+      (kernel vs image batch and size) are always checked: that needs no sync.
     """
 
     def __init__(self, kernel: Tensor, padding: str = "circular", noise_model: nn.Module | None = None,
-                 dagger_eps: float = 2e-3, dagger_noise_gain: float = 250.0):
+                 dagger_eps: float = 2e-3, dagger_noise_gain: float = 250.0, validate: bool = True):
         super().__init__(noise_model)
         if padding not in PADDINGS:
             raise PhysicsError(f"Blur: padding={padding!r}; choose one of {', '.join(PADDINGS)}")
@@ -173,7 +198,7 @@ class Blur(LinearOperator):
                                f"give a positive regularisation weight and a gain >= 0")
         self.padding = padding
         self.dagger_eps, self.dagger_noise_gain = float(dagger_eps), float(dagger_noise_gain)
-        self.register_buffer("kernel", as_kernel_batch(kernel, "Blur"))
+        self.register_buffer("kernel", as_kernel_batch(kernel, "Blur", validate))
 
     def regularisation(self, y: Tensor) -> Tensor:
         """eps of A_dagger per sample, (B,1,1,1) or a scalar: dagger_eps + gain * sigma^2."""
@@ -181,6 +206,9 @@ class Blur(LinearOperator):
         if not isinstance(sigma, Tensor):
             return torch.tensor(self.dagger_eps, dtype=y.dtype, device=y.device)
         sigma = sigma.to(device=y.device, dtype=y.dtype)
+        if sigma.dim() == 1 and sigma.numel() not in (1, y.shape[0]):
+            raise PhysicsError(f"Blur.A_dagger: the noise model holds {sigma.numel()} sigmas for a batch of "
+                               f"{y.shape[0]}; give one sigma per sample or a single float")
         sigma = sigma.reshape(-1, 1, 1, 1) if sigma.dim() == 1 else sigma
         return self.dagger_eps + self.dagger_noise_gain * sigma**2
 
@@ -204,6 +232,8 @@ class Blur(LinearOperator):
         return x
 
     def A_dagger(self, y: Tensor) -> Tensor:
+        check_image("Blur.A_dagger", y)
+        check_kernel_fits("Blur.A_dagger", self.kernel, y, size=self.padding != "valid")
         if self.padding == "circular":
             return tikhonov_deconvolve(y, self.kernel, self.regularisation(y))
         if self.padding == "reflect":
@@ -211,3 +241,18 @@ class Blur(LinearOperator):
         box = torch.ones(1, 1, *self.kernel.shape[-2:], dtype=y.dtype, device=y.device)
         count = valid_conv_adjoint(torch.ones_like(y[:1, :1]), box)
         return valid_conv_adjoint(y, box) / count
+
+    def norm_AtA(self, x: Tensor) -> Tensor:
+        """L = ||A^T A|| per kernel of the batch, (Bk,), for images shaped like x (B,C,H,W)."""
+        check_image("Blur.norm_AtA", x)
+        check_kernel_fits("Blur.norm_AtA", self.kernel, x)
+        if self.padding != "circular":
+            return nonnegative_bound(Blur(self.kernel.abs(), padding=self.padding, validate=False), x)
+        spectrum = kernel_spectrum(self.kernel.to(device=x.device, dtype=torch.float32), *x.shape[-2:])
+        return spectrum.abs().pow(2).amax(dim=(1, 2, 3)).to(x.dtype if x.is_floating_point() else torch.float32)
+
+    def image_shape(self, y_shape) -> torch.Size:
+        if self.padding != "valid":
+            return torch.Size(y_shape)
+        kh, kw = self.kernel.shape[-2:]
+        return torch.Size((*y_shape[:-2], y_shape[-2] + kh - 1, y_shape[-1] + kw - 1))

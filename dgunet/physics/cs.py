@@ -29,23 +29,61 @@ def gaussian_matrix(m: int, n: int, seed: int) -> Tensor:
     return torch.randn(m, n, generator=generator, dtype=torch.float32) / math.sqrt(m)
 
 
+def orthonormal_rows(matrix: Tensor) -> Tensor:
+    """(m, n), m <= n -> (m, n) float32 with orthonormal rows spanning the same space (Phi Phi^T = I).
+
+    QR of the transpose in float64; each row's sign follows diag(R) > 0, which makes the result
+    unique (it does not depend on the LAPACK build's sign convention).
+    """
+    q, r = torch.linalg.qr(matrix.double().t())
+    signs = torch.sign(torch.diagonal(r))
+    signs[signs == 0] = 1
+    return (q * signs).t().contiguous().float()
+
+
+def sampling_matrix(ratio: float, block: int = 32, seed: int = 0, orthonormal: bool = True) -> Tensor:
+    """The seeded (m, block^2) CS matrix, m = num_rows(ratio, block): Gaussian, rows orthonormalised
+    (the ISTA-Net convention) unless orthonormal=False (then i.i.d. N(0, 1/m))."""
+    gaussian = gaussian_matrix(num_rows(ratio, block), block * block, seed)
+    return orthonormal_rows(gaussian) if orthonormal else gaussian
+
+
+def to_blocks(x: Tensor, block: int) -> Tensor:
+    """(B,C,H,W), H and W multiples of block -> (B,C,H/block,W/block,block*block), each block row-major."""
+    b, c, h, w = x.shape
+    patches = x.reshape(b, c, h // block, block, w // block, block).permute(0, 1, 2, 4, 3, 5)
+    return patches.reshape(b, c, h // block, w // block, block * block)
+
+
+def from_blocks(patches: Tensor, block: int) -> Tensor:
+    """Inverse of `to_blocks`: (B,C,h,w,block*block) -> (B,C,h*block,w*block)."""
+    b, c, h, w, _ = patches.shape
+    patches = patches.reshape(b, c, h, w, block, block).permute(0, 1, 2, 4, 3, 5)
+    return patches.reshape(b, c, h * block, w * block)
+
+
 class CompressedSensing(LinearOperator):
     """x (B,C,H,W), H and W multiples of `block` -> y (B, C*m, H/block, W/block), m = ceil(ratio*block^2).
 
-    `matrix` (m, block^2) is the sampling matrix A uses (a buffer: `.to()` moves it). A_dagger is
-    A_adjoint, the published CS initial estimate Phi^T y.
+    `matrix` (m, block^2) is the sampling matrix A uses (a buffer: `.to()` moves it): seeded Gaussian
+    with orthonormal rows (Phi Phi^T = I, the convention of ISTA-Net and its successors), so Phi^T y is
+    the minimum-norm least-squares solution and L = ||Phi^T Phi|| = 1; orthonormal=False keeps the
+    i.i.d. N(0, 1/m) matrix (L = 8.9 at 25%, 115 at 1%). A_dagger is A_adjoint, the published CS
+    initial estimate Phi^T y. L (`norm_AtA`) is computed once, exactly, from the matrix (which is fixed).
     """
 
-    def __init__(self, ratio: float, block: int = 32, seed: int = 0, noise_model: nn.Module | None = None):
+    def __init__(self, ratio: float, block: int = 32, seed: int = 0, noise_model: nn.Module | None = None,
+                 orthonormal: bool = True):
         super().__init__(noise_model)
         if not 0 < ratio <= 1:
             raise PhysicsError(f"CompressedSensing: ratio={ratio!r}; give a fraction in (0, 1], "
                                f"e.g. 0.25 for 25%")
         if isinstance(block, bool) or not isinstance(block, int) or block < 1:
             raise PhysicsError(f"CompressedSensing: block={block!r}; give a positive integer (32 as published)")
-        self.ratio, self.block, self.seed = ratio, block, seed
+        self.ratio, self.block, self.seed, self.orthonormal = ratio, block, seed, orthonormal
         self.m = num_rows(ratio, block)
-        self.register_buffer("matrix", gaussian_matrix(self.m, block * block, seed))
+        self.register_buffer("matrix", sampling_matrix(ratio, block, seed, orthonormal))
+        self._norm = float(torch.linalg.matrix_norm(self.matrix.double(), ord=2)) ** 2
 
     def A(self, x: Tensor) -> Tensor:
         """x (B,C,H,W) -> y (B,C*m,H/block,W/block)."""
@@ -55,20 +93,22 @@ class CompressedSensing(LinearOperator):
         if h % s or w % s:
             raise PhysicsError(f"CompressedSensing(block={s}): image {h}x{w} is not divisible by {s}; crop or "
                                f"pad H and W to multiples of {s}")
-        patches = x.reshape(b, c, h // s, s, w // s, s).permute(0, 1, 2, 4, 3, 5)
-        patches = patches.reshape(b, c, h // s, w // s, s * s)
-        y = patches @ self.matrix.to(x).t()  # (B,C,H/s,W/s,m)
+        y = to_blocks(x, s) @ self.matrix.to(x).t()  # (B,C,H/s,W/s,m)
         return y.permute(0, 1, 4, 2, 3).reshape(b, c * self.m, h // s, w // s)
 
     def A_adjoint(self, y: Tensor) -> Tensor:
         """y (B,C*m,h,w) -> x (B,C,h*block,w*block)."""
         check_image("CompressedSensing.A_adjoint", y)
-        b, cm, h, w = y.shape
-        s, m = self.block, self.m
-        if cm % m:
+        b, c, h, w = self.image_shape(y.shape)
+        rows = y.reshape(b, c, self.m, h // self.block, w // self.block).permute(0, 1, 3, 4, 2)  # (B,C,h,w,m)
+        return from_blocks(rows @ self.matrix.to(y), self.block)
+
+    def norm_AtA(self, x: Tensor) -> float:
+        return self._norm
+
+    def image_shape(self, y_shape) -> torch.Size:
+        b, cm, h, w = y_shape
+        if cm % self.m:
             raise PhysicsError(f"CompressedSensing.A_adjoint: y has {cm} channels, not a multiple of "
-                               f"m={m}; pass the y that A of this operator produced")
-        c = cm // m
-        rows = y.reshape(b, c, m, h, w).permute(0, 1, 3, 4, 2)  # (B,C,h,w,m)
-        patches = rows @ self.matrix.to(y)  # (B,C,h,w,s*s)
-        return patches.reshape(b, c, h, w, s, s).permute(0, 1, 2, 4, 3, 5).reshape(b, c, h * s, w * s)
+                               f"m={self.m}; pass the y that A of this operator produced")
+        return torch.Size((b, cm // self.m, h * self.block, w * self.block))

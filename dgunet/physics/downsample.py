@@ -7,19 +7,25 @@ kernel="gaussian" or a kernel tensor: blur with that kernel (true convolution, "
   blurred input pixel (0,0) (the convention of USRNet and deepinv). A_dagger = bicubic
   interpolation of y on those sample positions (a cheap start, not the pseudo-inverse).
 The Gaussian's default sigma is (f-1)/2 (scikit-image's anti-aliasing rule), truncated at 3 sigma.
+
+Operator norm L = ||A^T A|| (`norm_AtA`): bicubic, A x = R_h x R_w^T, so A^T A = (R_h^T R_h) (x) (R_w^T R_w)
+and L = ||R_h||^2 ||R_w||^2 exactly (about 1/f^2). Filtered and circular: A A^T is diagonal in the
+Fourier basis of the small grid, (1/f^2) sum over the f^2 aliases of |K|^2, and L is its maximum,
+exactly, per kernel. Filtered and "reflect": an upper bound, as Blur's (physics.base.nonnegative_bound).
 """
 
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import torch
 from torch import Tensor, nn
 
 from dgunet.errors import PhysicsError
-from dgunet.physics.base import LinearOperator, check_image
-from dgunet.physics.bicubic import resize, resize_adjoint
-from dgunet.physics.blur import Blur
+from dgunet.physics.base import LinearOperator, check_image, nonnegative_bound
+from dgunet.physics.bicubic import resize, resize_adjoint, resize_matrix
+from dgunet.physics.blur import Blur, kernel_spectrum
 
 
 def gaussian_kernel(sigma: float) -> Tensor:
@@ -36,11 +42,11 @@ class Downsample(LinearOperator):
 
     kernel: "bicubic" (MATLAB imresize), "gaussian" (sigma, default (f-1)/2) or a kernel tensor as
     for Blur ((k,k), (1,1,k,k), (B,1,k,k), (B,C,k,k)); padding ("circular" | "reflect") applies to
-    the filtered kinds only (bicubic mirrors its borders as MATLAB does).
+    the filtered kinds only (bicubic mirrors its borders as MATLAB does). validate: as for Blur.
     """
 
     def __init__(self, factor: int = 2, kernel: str | Tensor = "bicubic", sigma: float | None = None,
-                 padding: str = "circular", noise_model: nn.Module | None = None):
+                 padding: str = "circular", noise_model: nn.Module | None = None, validate: bool = True):
         super().__init__(noise_model)
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1:
             raise PhysicsError(f"Downsample: factor={factor!r}; give an integer >= 1 (2, 3 or 4 in the "
@@ -59,7 +65,7 @@ class Downsample(LinearOperator):
                 raise PhysicsError(f"Downsample: sigma={sigma}; give sigma >= 0")
             kernel = gaussian_kernel(self.sigma)
         if self.kind != "bicubic":
-            self.blur = Blur(kernel, padding=padding)
+            self.blur = Blur(kernel, padding=padding, validate=validate)
 
     def _check(self, x: Tensor) -> None:
         check_image("Downsample", x)
@@ -93,3 +99,29 @@ class Downsample(LinearOperator):
         check_image("Downsample.A_dagger", y)
         h, w = y.shape[-2:]
         return resize(y, (h * self.factor, w * self.factor), centred=self.blur is None)
+
+    def norm_AtA(self, x: Tensor) -> float | Tensor:
+        """L = ||A^T A|| on images shaped like x: a float (bicubic) or one per kernel (Bk,)."""
+        self._check(x)
+        f = self.factor
+        h, w = x.shape[-2:]
+        if self.blur is None:
+            return bicubic_norm(h, h // f) * bicubic_norm(w, w // f)
+        if self.blur.padding != "circular":
+            magnitude = Downsample(f, self.blur.kernel.abs(), padding=self.blur.padding, validate=False)
+            return nonnegative_bound(magnitude, x)
+        power = kernel_spectrum(self.blur.kernel.to(device=x.device, dtype=torch.float32), h, w, full=True)
+        power = power.abs().pow(2)
+        kb, kc = power.shape[:2]
+        aliased = power.reshape(kb, kc, f, h // f, f, w // f).sum(dim=(2, 4)) / f**2
+        return aliased.amax(dim=(1, 2, 3)).to(x.dtype)
+
+    def image_shape(self, y_shape) -> torch.Size:
+        return torch.Size((*y_shape[:-2], y_shape[-2] * self.factor, y_shape[-1] * self.factor))
+
+
+@lru_cache(maxsize=64)
+def bicubic_norm(n_in: int, n_out: int) -> float:
+    """||R||_2^2 of MATLAB's bicubic (n_out, n_in) resize matrix (float64, CPU, cached with it)."""
+    matrix = resize_matrix(n_in, n_out)
+    return float(torch.linalg.matrix_norm(matrix, ord=2)) ** 2

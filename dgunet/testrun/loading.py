@@ -103,6 +103,8 @@ def load_model(task: str, weights: str | Path, arch: str | None = None,
     extra = {"cs_ratio": ratio} if ratio is not None else {}
     if gradient != "learned":  # the published models are built without the argument
         extra["gradient"] = gradient
+        if any(key.startswith("noise_net.") for key in state):  # MODEL.NOISE_AWARE: its keys tell
+            extra["noise_aware"] = True
     model = build_model(task, arch, **widths, **extra)
     # Loading by path (not the state read above) so that a mismatch message names the file.
     load_weights(model, weights)
