@@ -310,3 +310,18 @@ def test_noise_outside_the_trained_range_gives_a_one_line_warning_naming_it():
     assert "DEGRADE.SIGMA_RANGE" in note and "\n" not in note
     cfg.DEGRADE.SIGMA_RANGE = [0.0, 0.2]
     assert sigma_range_warnings(cases("gaussian"), cfg, "w.pth") == []
+
+
+def test_the_padded_operator_knows_its_norm_and_image_shape_without_a_power_iteration():
+    from dgunet.physics.base import power_iteration
+    from dgunet.testrun.known import PaddedOperator
+
+    kernel = torch.zeros(1, 1, 5, 5)
+    kernel[0, 0, 2, :] = 0.2
+    inner = physics.Blur(kernel, padding="circular")
+    padded = PaddedOperator(inner, (37, 43), 8)
+    x = torch.zeros(1, 3, 40, 48)
+    exact = float(padded.norm_AtA(x))
+    assert exact == pytest.approx(float(inner.norm_AtA(x[..., :37, :43])))
+    assert exact == pytest.approx(float(power_iteration(padded, x, iterations=200, tolerance=1e-7)), rel=1e-3)
+    assert padded.image_shape((1, 3, 37, 43)) == (1, 3, 40, 48)

@@ -284,7 +284,8 @@ def test_resume_at_an_epoch_boundary_refuses_another_data_folder_batch_width_or_
     (tmp_path / "Datasets" / "other").symlink_to(tmp_path / "Datasets" / "train")
     changes = {"DATA.TRAIN_DIR": ["DATA.TRAIN_DIR", "Datasets/other"],
                "OPTIM.BATCH_SIZE": ["OPTIM.BATCH_SIZE", "4"], "MODEL.N_FEAT": ["MODEL.N_FEAT", "12"],
-               "DEGRADE.VAL_SIGMA": ["DEGRADE.VAL_SIGMA", "0.02"]}
+               "DEGRADE.VAL_SIGMA": ["DEGRADE.VAL_SIGMA", "0.02"],
+               "LOSS.STAGE_WEIGHTS": ["LOSS.STAGE_WEIGHTS", "[1.0, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]"]}
     for key, change in changes.items():
         with pytest.raises(CheckpointError) as err:
             train(task_config("deraining", tmp_path, change, epochs=2, args=["--resume"]))

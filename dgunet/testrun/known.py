@@ -42,7 +42,7 @@ from dgunet.data.synthetic import DegradeSpec, build_operator, clean_images
 from dgunet.errors import ConfigError, DataError
 from dgunet.evaluate import EvaluationResult, ImageScore, write_json_atomic
 from dgunet.metrics.protocols import get_protocol
-from dgunet.physics.base import initial_estimate
+from dgunet.physics.base import adjoint_shape, initial_estimate, operator_norm
 from dgunet.testrun.results import DatasetResult
 
 KNOWN_PROTOCOLS = {"deblurring": "nonblind", "denoising": "gaussian", "sr": "sr"}
@@ -170,6 +170,16 @@ class PaddedOperator(nn.Module):
     def A_dagger(self, y: Tensor) -> Tensor:
         return pad_to_multiple(initial_estimate(self.op, y), self.multiple)
 
+    def norm_AtA(self, x: Tensor) -> float | Tensor:
+        """L of A' = A crop: the crop's singular values are all 1, so ||A'^T A'|| = ||A^T A|| at the
+        true size (without this a padded operator would cost a power iteration per forward)."""
+        return operator_norm(self.op, unpad(x, self.size))
+
+    def image_shape(self, y_shape) -> torch.Size:
+        inner = getattr(self.op, "image_shape", None)
+        *lead, h, w = inner(y_shape) if callable(inner) else self.op.A_adjoint(torch.zeros(y_shape)).shape
+        return torch.Size((*lead, h + -h % self.multiple, w + -w % self.multiple))
+
 
 def _needs_padding(op, y: Tensor, multiple: int) -> tuple[int, int] | None:
     """The true image size when it is not a multiple of `multiple`, else None."""
@@ -184,7 +194,7 @@ def run_model(model: nn.Module, y: Tensor, op) -> Tensor:
     size = _needs_padding(op, y, multiple)
     if size is None:
         return model(y, physics=op)[0]
-    if getattr(model, "gradient", "known") == "learned" and op.A_adjoint(y).shape == y.shape:
+    if getattr(model, "gradient", "known") == "learned" and adjoint_shape(op, y) == y.shape:
         return unpad(model(pad_to_multiple(y, multiple), physics=None)[0], size)
     return unpad(model(y, physics=PaddedOperator(op, size, multiple))[0], size)
 
