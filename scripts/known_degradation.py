@@ -109,12 +109,12 @@ def train_all(out: Path, quick: bool) -> dict[str, float]:
 
 
 def load(name: str, out: Path) -> torch.nn.Module:
-    from dgunet import build_model, load_weights
+    """The trained model; widths and options (noise-aware stages) read from the checkpoint."""
+    from dgunet.testrun.loading import load_model
 
     folder, _config, gradient, _extra = RUNS[name]
     task = "sr" if folder == "Super_Resolution" else "deblurring"
-    model = build_model(task, "DGUNet", n_feat=16, scale_unetfeats=8, scale_orsnetfeats=8, gradient=gradient)
-    return load_weights(model, out / "runs" / name / "model_latest.pth").eval()
+    return load_model(task, out / "runs" / name / "model_latest.pth", gradient=gradient).model
 
 
 # ---------------------------------------------------------------- evaluation
