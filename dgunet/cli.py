@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("dgunet.info", "parameters and FLOPs of a variant"),
     "bench": ("dgunet.bench", "time the faithful and the fast inference paths"),
     "demo": ("dgunet.demo", "train and test a small DGUNet on built-in photos"),
-    "restore": ("dgunet.restore", "restore your own images (known kernel, SR, denoising, or blind)"),
+    "restore": ("dgunet.restore_command", "restore your own images (known kernel, SR, denoising, or blind)"),
 }
 
 

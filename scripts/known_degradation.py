@@ -47,7 +47,7 @@ def budget(quick: bool) -> dict[str, str]:
 
 RUNS = {  # name: (task folder, config, gradient, extra opts)
     "deblur-known": ("Deblurring", "training_nonblind.yml", "known", []),
-    "deblur-blind": ("Deblurring", "training_nonblind.yml", "learned", []),
+    "deblur-blind": ("Deblurring", "training_nonblind.yml", "learned", ["MODEL.NOISE_AWARE", "false"]),
     "sr-x2": ("Super_Resolution", "training.yml", "known", ["DEGRADE.SCALE", "2"]),
     "sr-x4": ("Super_Resolution", "training.yml", "known", ["DEGRADE.SCALE", "4"]),
 }

@@ -245,6 +245,6 @@ def test_the_setup_fingerprint_covers_the_gradient_mode_and_the_synthetic_degrad
     yml = REPO / "Deblurring" / "training_nonblind.yml"
     base = fingerprint(load_config(yml), 10)
     for key, value in (("DEGRADE.SIGMA_RANGE", "[0.0, 0.05]"), ("DEGRADE.KERNELS", "[motion]"),
-                       ("MODEL.GRADIENT", "learned")):
+                       ("MODEL.GRADIENT", "known+learned")):
         changed = fingerprint(load_config(yml, [key, value]), 10)
         assert [k for k in base if base[k] != changed[k]] == [key]

@@ -16,7 +16,7 @@ from dgunet import physics
 from dgunet.config import load_config
 from dgunet.data.io import read_image
 from dgunet.models import build_model
-from dgunet.restore import Degradation, operator
+from dgunet.restore_command import Degradation, operator
 
 WIDTHS = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4}
 
