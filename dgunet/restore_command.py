@@ -9,12 +9,12 @@ Two kinds of model, told apart by the options and the checkpoint:
                   `--task denoising` without `--sigma` (real noise); they see the image alone.
 `--sigma` is the noise std on [0, 1] images (0.01 = 1% = 2.55/255), as in dgunet.physics.
 
-Any image size works: the image is reflect-padded at the bottom and right to what the network needs
-and the result cropped back (for SR the low-resolution image is padded, so the operator sees the
-padded size; the crop removes it). A gray input is restored as RGB with its value in every channel
-and written back gray (the mean of the three outputs). PNGs are written atomically under the input
-names; a file that cannot be read is named at the end, the others are still restored, and the exit
-code is 1.
+Any image size works: the network's input is padded at the bottom and right to the multiple it needs
+and the result cropped back; a known operator acts on the true image size only (as in the known
+test protocol), a blind model sees the reflect-padded image. A gray input is restored as RGB with
+its value in every channel and written back gray (the mean of the three outputs). PNGs are written
+atomically under the input names; a file that cannot be read is named at the end, the others are
+still restored, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -221,27 +221,25 @@ class WithOperator(nn.Module):
 
 # ---------------------------------------------------------------- restoring
 
-def restore_sr(model: nn.Module, op: nn.Module, y: Tensor, scale: int, precision: str) -> Tensor:
-    """y (1,3,h,w) low resolution -> (1,3,s*h,s*w). The LR image is padded so that s*h' is a
-    multiple of the network's 8 and s*h' >= its minimum size."""
-    from dgunet.inference import autocast_context, pad_to_multiple
+def restore_known(model: nn.Module, op: nn.Module, y: Tensor, precision: str) -> Tensor:
+    """y (1,3,h,w) -> the model's output given the operator, at any size: the image is padded to the
+    network's multiple around the model only, the operator acting on the true size (the known test
+    protocol's rule, dgunet.testrun.known.run_model)."""
+    from dgunet.inference import autocast_context
+    from dgunet.testrun.known import run_model
 
-    multiple = 8 // math.gcd(8, scale)
-    smallest = math.ceil(getattr(model, "min_size", 16) / scale)
-    padded, (h, w) = pad_to_multiple(y, multiple, min_size=smallest)
     param = next(model.parameters())
     with torch.inference_mode(), autocast_context(param.device.type, precision):
-        out = model(padded.to(param.device, param.dtype), physics=op.to(param.device))[0]
-    return out.float()[..., :scale * h, :scale * w]
+        return run_model(model, y.to(param.device, param.dtype), op.to(param.device))
 
 
-def restore_one(model: nn.Module, op: nn.Module | None, y: Tensor, args: argparse.Namespace,
-                scale: int | None) -> Tensor:
-    """(1,3,H,W) in [0,1] -> the restored (1,3,H',W') on the CPU, clamped."""
+def restore_one(model: nn.Module, op: nn.Module | None, y: Tensor, args: argparse.Namespace) -> Tensor:
+    """(1,3,H,W) in [0,1] -> the restored (1,3,H',W') on the CPU, clamped. Tiles: blind models, and
+    the identity operator of Gaussian denoising (the only known operator that acts pixel by pixel)."""
     from dgunet.inference import restore
 
-    if scale is not None:
-        out = restore_sr(model, op, y, scale, args.precision)
+    if op is not None and args.tile is None:
+        out = restore_known(model, op, y, args.precision)
     else:
         net = WithOperator(model, op.to(next(model.parameters()).device)) if op is not None else model
         out = restore(net, y, tile=args.tile, overlap=args.overlap or 0, precision=args.precision)
@@ -282,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     for path in bar:
         try:
             y, gray = read_input(path)
-            write_output(out_dir, path, restore_one(model, op, y, args, scale), gray)
+            write_output(out_dir, path, restore_one(model, op, y, args), gray)
         except (DGUNetError, OSError) as err:
             failed.append((path, str(err)))
             bar.write(f"skipped {path}: {err}", file=sys.stderr)
