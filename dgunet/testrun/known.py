@@ -187,16 +187,19 @@ def _needs_padding(op, y: Tensor, multiple: int) -> tuple[int, int] | None:
     return (h, w) if h % multiple or w % multiple else None
 
 
-def run_model(model: nn.Module, y: Tensor, op) -> Tensor:
+def run_model(model: nn.Module, y: Tensor, op, stages: bool = False) -> Tensor | list[Tensor]:
     """The model's final output (B,C,H,W) for y and op at any image size (padding only around the
-    network, see PaddedOperator); a blind model (gradient learned) of a same-size task gets y padded."""
+    network, see PaddedOperator); a blind model (gradient learned) of a same-size task gets y padded.
+    stages=True: all 7 outputs as the model returns them (final first, then stages 6 ... 1)."""
     multiple = getattr(model, "size_multiple", 8)
     size = _needs_padding(op, y, multiple)
     if size is None:
-        return model(y, physics=op)[0]
-    if getattr(model, "gradient", "known") == "learned" and adjoint_shape(op, y) == y.shape:
-        return unpad(model(pad_to_multiple(y, multiple), physics=None)[0], size)
-    return unpad(model(y, physics=PaddedOperator(op, size, multiple))[0], size)
+        outputs = model(y, physics=op)
+    elif getattr(model, "gradient", "known") == "learned" and adjoint_shape(op, y) == y.shape:
+        outputs = [unpad(o, size) for o in model(pad_to_multiple(y, multiple), physics=None)]
+    else:
+        outputs = [unpad(o, size) for o in model(y, physics=PaddedOperator(op, size, multiple))]
+    return list(outputs) if stages else outputs[0]
 
 
 def model_method(model: nn.Module) -> Method:

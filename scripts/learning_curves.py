@@ -1,0 +1,189 @@
+"""Learning curves of the shipped known-operator models against the classical solvers.
+
+    python scripts/learning_curves.py --runs pretrain_runs --out curves --figure figs/learning_curves.png
+
+For every model trained by scripts/train_pretrained.py (its --out folder), every kept budget
+(model_epoch_*.pth, then model_latest.pth) is scored on the benchmark cases of the known test
+protocol with the four held-out test photos (never seen in training), next to the model's own
+start x0 = A_dagger(y) and the classical baselines of dgunet.baselines, computed once:
+  deblurring  adagger (the start), adagger-oracle (eps per image on the truth), hyperlaplacian
+  denoising   adagger (= y, the start), hyperlaplacian, nlm
+  sr          bicubic (= adagger, the start)
+PSNR as the protocol scores it (deblurring, denoising: RGB, peak 255; SR: Y, border s), averaged
+per group (noise level, or scale). For the last budget the PSNR of every stage's output is kept
+too (what the unfolding adds stage by stage). Writes curves.json and, with --figure, one panel
+per model and group. Re-runs reuse curves.json's entries for checkpoints already scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BASELINE_ROWS = {"deblurring": ("adagger", "adagger-oracle", "hyperlaplacian"),
+                 "denoising": ("adagger", "hyperlaplacian", "nlm"), "sr": ("bicubic",)}
+EPOCH_FILE = re.compile(r"model_epoch_(\d+)\.pth$")
+
+
+def group_of(case) -> str:
+    """Cases averaged together: one noise level (deblurring, denoising) or one scale (SR)."""
+    if case.kind == "sr":
+        return f"x{case.scale}"
+    return f"sigma {case.sigma * 100:g}%" if case.kind == "blur" else f"sigma {round(case.sigma * 255)}"
+
+
+def test_items(task: str, scale: int | None):
+    """[(group, case name, stem, clean, y, op, params)] of the protocol on the built-in photos."""
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun import known
+
+    chosen = cases(known.KNOWN_PROTOCOLS[task], scales=[scale] if scale else None)
+    seed = protocol()["noise_seed"]
+    return [(group_of(case), case.name, stem, *known.degrade_case(case, clean, stem, seed))
+            for case in chosen for stem, clean in known.photo_images()]
+
+
+def score(pred: torch.Tensor, clean: np.ndarray, scale: int | None) -> float:
+    """The protocol's PSNR of (1,C,H,W) in [0,1] against the uint8 clean image."""
+    from dgunet.data.io import to_uint8
+    from dgunet.metrics.protocols import get_protocol
+    from dgunet.metrics.psnr import psnr
+
+    pred = to_uint8(pred[0].clamp(0, 1))
+    if scale:
+        return get_protocol(f"sr_x{scale}").score(pred, clean, ("restored", "clean"))[0]
+    return psnr(pred, clean, 255.0)
+
+
+def mean_by_group(values: list[tuple[str, float]]) -> dict[str, float]:
+    groups = defaultdict(list)
+    for group, value in values:
+        groups[group].append(value)
+    return {g: round(float(np.mean(v)), 3) for g, v in groups.items()}
+
+
+@torch.no_grad()
+def baselines(task: str, items, scale: int | None) -> dict[str, dict[str, float]]:
+    from dgunet.baselines import BASELINES
+
+    rows = {}
+    for name in BASELINE_ROWS[task]:
+        rows[name] = mean_by_group([(g, score(BASELINES[name](y, op, params).float(), clean, scale))
+                                    for g, _case, _stem, clean, y, op, params in items])
+    return rows
+
+
+@torch.no_grad()
+def model_scores(model: torch.nn.Module, items, scale: int | None, stages: bool) -> dict:
+    """{"final": group -> PSNR} and, with `stages`, {"stages": group -> 7 PSNRs, stage 1 first}."""
+    from dgunet.testrun.known import run_model
+
+    final, per_stage = [], []
+    for group, _case, _stem, clean, y, op, _params in items:
+        outputs = run_model(model, y, op, stages=True)
+        final.append((group, score(outputs[0].float(), clean, scale)))
+        if stages:  # DGUNet returns the final output first, then stages 6 ... 1
+            per_stage.append((group, [score(o.float(), clean, scale) for o in reversed(outputs)]))
+    out = {"final": mean_by_group(final)}
+    if stages:
+        groups = defaultdict(list)
+        for group, values in per_stage:
+            groups[group].append(values)
+        out["stages"] = {g: [round(float(v), 3) for v in np.mean(vs, axis=0)] for g, vs in groups.items()}
+    return out
+
+
+def budgets(run_dir: Path) -> list[tuple[int, Path]]:
+    """(epoch, file) of every kept checkpoint, model_latest.pth last."""
+    found = sorted((int(m.group(1)), p) for p in run_dir.iterdir() if (m := EPOCH_FILE.match(p.name)))
+    latest = run_dir / "model_latest.pth"
+    if latest.exists():
+        epoch = int(torch.load(latest, map_location="cpu", weights_only=True)["epoch"])
+        found = [(e, p) for e, p in found if e != epoch] + [(epoch, latest)]
+    return found
+
+
+def curve(name: str, runs: Path, previous: dict) -> dict:
+    """The learning curve of one trained model (see the module docstring)."""
+    from dgunet.config import config_from_yaml_string
+    from dgunet.testrun.loading import load_model
+
+    run_dir = runs / "runs" / name
+    points = budgets(run_dir)
+    cfg = config_from_yaml_string(torch.load(points[-1][1], map_location="cpu", weights_only=True)["config"])
+    task = cfg.MODEL.TASK
+    scale = cfg.DEGRADE.SCALE if task == "sr" else None
+    photos = len(list((runs / "train_photos").iterdir()))
+    steps_per_epoch = photos * cfg.DATA.LENGTH_MULTIPLIER // cfg.OPTIM.BATCH_SIZE
+    items = test_items(task, scale)
+    result = {"task": task, "scale": scale, "steps_per_epoch": steps_per_epoch, "points": [],
+              "baselines": previous.get("baselines") or baselines(task, items, scale)}
+    done = {p["epoch"]: p for p in previous.get("points", [])}
+    for i, (epoch, path) in enumerate(points):
+        last = i == len(points) - 1
+        if epoch in done and (not last or "stages" in done[epoch]):
+            result["points"].append(done[epoch])
+            continue
+        start = time.perf_counter()
+        model = load_model(task, path, gradient=cfg.MODEL.GRADIENT).model
+        point = {"epoch": epoch, "steps": epoch * steps_per_epoch, **model_scores(model, items, scale, last)}
+        result["points"].append(point)
+        print(f"{name} epoch {epoch}: {point['final']} ({time.perf_counter() - start:.0f} s)", flush=True)
+    return result
+
+
+def figure(curves: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(name, group) for name, c in curves.items() for group in c["points"][-1]["final"]]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
+    for ax, (name, group) in zip(axes[0], panels, strict=True):
+        c = curves[name]
+        steps = [p["steps"] for p in c["points"]]
+        ax.plot(steps, [p["final"][group] for p in c["points"]], "o-", color="k", label="DGUNet (output)")
+        for j, (row, values) in enumerate(c["baselines"].items()):
+            ax.axhline(values[group], linestyle="--", color=f"C{j}", label=row)
+        ax.set_title(f"{name}, {group}", fontsize=9)
+        ax.set_xlabel("optimizer steps")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("PSNR (dB), held-out photos")
+    for ax in axes[0]:
+        ax.legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dgunet.atomic import write_text_atomic
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, required=True, help="the --out folder of train_pretrained.py")
+    parser.add_argument("--models", nargs="+", help="default: every trained model in --runs")
+    parser.add_argument("--out", type=Path, required=True, help="folder for curves.json")
+    parser.add_argument("--figure", type=Path, help="also draw the curves into this PNG")
+    args = parser.parse_args(argv)
+    names = args.models or sorted(p.name for p in (args.runs / "runs").iterdir() if p.is_dir())
+    out_file = args.out / "curves.json"
+    previous = json.loads(out_file.read_text()) if out_file.exists() else {}
+    curves = {}
+    for name in names:
+        curves[name] = curve(name, args.runs, previous.get(name, {}))
+        write_text_atomic(out_file, json.dumps({**previous, **curves}, indent=1) + "\n")
+    if args.figure:
+        figure(curves, args.figure)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
