@@ -162,7 +162,7 @@ def checkpoint_ratio(path: str) -> float | None:
 def weight_jobs(task: str, weights: list[str], ratios: list[float] | None) -> list[tuple[str, float | None]]:
     """(checkpoint, CS ratio) pairs to run. CS: a '{ratio}' template or one file per ratio."""
     if not weights:
-        raise ConfigError("--weights is required (or --method wiener / bicubic with a known-operator "
+        raise ConfigError("--weights is required (or --method hyperlaplacian / bicubic with a known-operator "
                           "--protocol)")
     if task != "cs":
         if len(weights) != 1 or ratios:

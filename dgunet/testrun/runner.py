@@ -123,7 +123,7 @@ def make_context(task: str, args: argparse.Namespace, weights: str, cs_ratio: fl
         return Context(task, None, "-", restore, None, args.workers, log=log, known=run)
     if not weights:
         raise ConfigError("--weights is required: the checkpoint to test"
-                          + (" (or --method wiener / bicubic for a baseline)" if protocol else ""))
+                          + (" (or --method hyperlaplacian / bicubic for a baseline)" if protocol else ""))
     cfg = known.checkpoint_config(weights) if protocol else None
     gradient = known.model_gradient(args, cfg) if protocol else "learned"
     loaded = load_model(task, weights, args.arch, options.given_widths(args), cs_ratio,
