@@ -10,8 +10,9 @@ start x0 = A_dagger(y) and the classical baselines of dgunet.baselines, computed
   denoising   adagger (= y, the start), hyperlaplacian, nlm
   sr          bicubic (= adagger, the start)
 PSNR as the protocol scores it (deblurring, denoising: RGB, peak 255; SR: Y, border s), averaged
-per group (noise level, or scale). For the last budget the PSNR of every stage's output is kept
-too (what the unfolding adds stage by stage). Writes curves.json and, with --figure, one panel
+per group (noise level, or scale). The PSNR of every stage's output is kept too,
+at every budget (what the unfolding adds stage by stage, and whether the output is the best
+stage). Writes curves.json and, with --figure, one panel
 per model and group. Re-runs reuse curves.json's entries for checkpoints already scored.
 """
 
@@ -81,23 +82,21 @@ def baselines(task: str, items, scale: int | None) -> dict[str, dict[str, float]
 
 
 @torch.no_grad()
-def model_scores(model: torch.nn.Module, items, scale: int | None, stages: bool) -> dict:
-    """{"final": group -> PSNR} and, with `stages`, {"stages": group -> 7 PSNRs, stage 1 first}."""
+def model_scores(model: torch.nn.Module, items, scale: int | None) -> dict:
+    """{"final": group -> PSNR, "stages": group -> 7 PSNRs, stage 1 first (the last is the output)}."""
     from dgunet.testrun.known import run_model
 
     final, per_stage = [], []
     for group, _case, _stem, clean, y, op, _params in items:
         outputs = run_model(model, y, op, stages=True)
         final.append((group, score(outputs[0].float(), clean, scale)))
-        if stages:  # DGUNet returns the final output first, then stages 6 ... 1
-            per_stage.append((group, [score(o.float(), clean, scale) for o in reversed(outputs)]))
-    out = {"final": mean_by_group(final)}
-    if stages:
-        groups = defaultdict(list)
-        for group, values in per_stage:
-            groups[group].append(values)
-        out["stages"] = {g: [round(float(v), 3) for v in np.mean(vs, axis=0)] for g, vs in groups.items()}
-    return out
+        # DGUNet returns the final output first, then stages 6 ... 1
+        per_stage.append((group, [score(o.float(), clean, scale) for o in reversed(outputs)]))
+    groups = defaultdict(list)
+    for group, values in per_stage:
+        groups[group].append(values)
+    stages = {g: [round(float(v), 3) for v in np.mean(vs, axis=0)] for g, vs in groups.items()}
+    return {"final": mean_by_group(final), "stages": stages}
 
 
 def budgets(run_dir: Path) -> list[tuple[int, Path]]:
@@ -126,14 +125,13 @@ def curve(name: str, runs: Path, previous: dict) -> dict:
     result = {"task": task, "scale": scale, "steps_per_epoch": steps_per_epoch, "points": [],
               "baselines": previous.get("baselines") or baselines(task, items, scale)}
     done = {p["epoch"]: p for p in previous.get("points", [])}
-    for i, (epoch, path) in enumerate(points):
-        last = i == len(points) - 1
-        if epoch in done and (not last or "stages" in done[epoch]):
+    for epoch, path in points:
+        if epoch in done and "stages" in done[epoch] and path.name != "model_latest.pth":
             result["points"].append(done[epoch])
             continue
         start = time.perf_counter()
         model = load_model(task, path, gradient=cfg.MODEL.GRADIENT).model
-        point = {"epoch": epoch, "steps": epoch * steps_per_epoch, **model_scores(model, items, scale, last)}
+        point = {"epoch": epoch, "steps": epoch * steps_per_epoch, **model_scores(model, items, scale)}
         result["points"].append(point)
         print(f"{name} epoch {epoch}: {point['final']} ({time.perf_counter() - start:.0f} s)", flush=True)
     return result

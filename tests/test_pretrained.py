@@ -46,6 +46,20 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     again = run_script(tmp_path, "denoising")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "runs" / "denoising.log").read_text() == log
+    # The learning curve of the run: the output, the stages and the baselines per noise level.
+    curves = subprocess.run([sys.executable, str(REPO / "scripts" / "learning_curves.py"), "--runs",
+                             str(tmp_path / "runs"), "--out", str(tmp_path / "curves"), "--figure",
+                             str(tmp_path / "curves.png")], env=env_one_thread(), capture_output=True,
+                            text=True, timeout=600)
+    assert curves.returncode == 0, curves.stderr[-2000:]
+    curve = json.loads((tmp_path / "curves" / "curves.json").read_text())["denoising"]
+    assert [p["epoch"] for p in curve["points"]] == [1]
+    groups = ["sigma 15", "sigma 25", "sigma 50"]
+    assert list(curve["points"][0]["final"]) == groups
+    assert set(curve["baselines"]) == {"adagger", "hyperlaplacian", "nlm"}
+    assert all(len(v) == 7 for v in curve["points"][0]["stages"].values())
+    assert curve["points"][0]["stages"]["sigma 25"][-1] == curve["points"][0]["final"]["sigma 25"]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
