@@ -6,6 +6,8 @@
 3. Restore the held-out photos with the real test path and score them with the real metrics
    (RGB PSNR and MATLAB-style SSIM, the GoPro/SIDD protocol).
 4. Write pictures to the output folder and print a table.
+5. Show the shipped non-blind deblurring model (pretrained/) on one held-out photo with a benchmark
+   kernel: y, its start A_dagger(y), the output and the clean image (shipped_deblurring.png).
 """
 
 from __future__ import annotations
@@ -211,6 +213,38 @@ def copy_file(src: Path, dst: Path) -> None:
         write_bytes_atomic(dst, src.read_bytes())
 
 
+def shipped_deblurring_picture(out: Path, case_name: str = "motion_03_noise1") -> dict | None:
+    """The shipped non-blind model on one held-out photo: y, its start A_dagger(y), the output, the
+    clean image, side by side with their PSNR (shipped_deblurring.png). None when nothing ships."""
+    import torch
+
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.data.io import save_png_atomic, to_uint8
+    from dgunet.errors import DGUNetError
+    from dgunet.metrics.psnr import psnr
+    from dgunet.pretrained import load_pretrained
+    from dgunet.testrun.known import degrade_case, photo_images, run_model
+
+    try:
+        model = load_pretrained("deblurring")
+    except DGUNetError as err:
+        print(f"shipped non-blind model: skipped ({err})")
+        return None
+    case = next(c for c in cases("nonblind") if c.name == case_name)
+    stem, clean = photo_images()[1]
+    clean, y, op, _params = degrade_case(case, clean, stem, protocol()["noise_seed"])
+    with torch.no_grad():
+        panels = {"y": y[0], "start": op.A_dagger(y)[0], "output": run_model(model, y, op)[0]}
+    scores = {name: round(psnr(to_uint8(img.clamp(0, 1)), clean), 2) for name, img in panels.items()}
+    white = torch.ones(3, clean.shape[0], 4)
+    row = [part for img in [*panels.values(), torch.from_numpy(clean).permute(2, 0, 1) / 255.0]
+           for part in (img.clamp(0, 1), white)][:-1]
+    save_png_atomic(out / "shipped_deblurring.png", torch.cat(row, dim=2))
+    print(f"shipped non-blind model on {stem}, {case_name}: y {scores['y']:.2f} dB, start A_dagger(y) "
+          f"{scores['start']:.2f} dB, output {scores['output']:.2f} dB -> {out / 'shipped_deblurring.png'}")
+    return scores
+
+
 def run(args) -> int:
     start = time.perf_counter()
     if args.epochs is not None and args.epochs < 1:
@@ -233,6 +267,7 @@ def run(args) -> int:
     steps = stage_strip(model, data["heldout"] / "input" / f"{HELD_OUT[0][0]}.png", out / "stages.png")
     copy_file(run_dir / "curves.png", out / "curves.png")
     copy_file(run_dir / "metrics.jsonl", out / "metrics.jsonl")
+    shipped_deblurring_picture(out)
     seconds = time.perf_counter() - start
     summary = {"psnr_in": round(scores.psnr_in, 4), "psnr_out": round(scores.psnr_out, 4),
                "ssim_in": round(scores.ssim_in, 4), "ssim_out": round(scores.ssim_out, 4),

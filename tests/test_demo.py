@@ -42,3 +42,27 @@ def test_demo_runs_end_to_end_and_writes_its_pictures(tmp_path, capsys):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "mean" in capsys.readouterr().out
     assert demo.run(args) == 0  # a second run into the same folder starts afresh
+
+
+def test_the_shipped_deblurring_picture_shows_y_start_output_and_clean(tmp_path, monkeypatch):
+    import torch
+
+    from dgunet.config import load_config
+    from dgunet.data.io import read_image
+    from dgunet.models import build_model
+    from dgunet.pretrained import export, write_manifest
+
+    ship = tmp_path / "ship"
+    cfg = load_config(demo.REPO / "Deblurring" / "training_nonblind.yml",
+                      ["MODEL.N_FEAT", "8", "MODEL.SCALE_UNETFEATS", "4", "MODEL.SCALE_ORSNETFEATS", "4"])
+    model = build_model("deblurring", "DGUNet", n_feat=8, scale_unetfeats=4, scale_orsnetfeats=4,
+                        gradient="known", noise_aware=True)
+    torch.save({"state_dict": model.state_dict(), "config": cfg.dump()}, tmp_path / "run.pth")
+    export(tmp_path / "run.pth", ship / "d.pth")
+    write_manifest({"deblurring": {"file": "d.pth", "task": "deblurring"}}, ship)
+    monkeypatch.setenv("DGUNET_PRETRAINED", str(ship))
+    scores = demo.shipped_deblurring_picture(tmp_path)
+    assert set(scores) == {"y", "start", "output"} and scores["start"] > scores["y"]
+    assert read_image(tmp_path / "shipped_deblurring.png").shape == (3, 192, 4 * 192 + 3 * 4)
+    monkeypatch.setenv("DGUNET_PRETRAINED", str(tmp_path / "nothing"))
+    assert demo.shipped_deblurring_picture(tmp_path / "other") is None
