@@ -12,8 +12,8 @@ start x0 = A_dagger(y) and the classical baselines of dgunet.baselines, computed
 PSNR as the protocol scores it (deblurring, denoising: RGB, peak 255; SR: Y, border s), averaged
 per group (noise level, or scale). The PSNR of every stage's output is kept too,
 at every budget (what the unfolding adds stage by stage, and whether the output is the best
-stage). Writes curves.json and, with --figure, one panel
-per model and group. Re-runs reuse curves.json's entries for checkpoints already scored.
+stage). Writes curves.json, curves.md (the tables of docs/known_degradation.md) and, with --figure,
+one panel per model and group. Re-runs reuse curves.json's entries for checkpoints already scored.
 """
 
 from __future__ import annotations
@@ -137,6 +137,26 @@ def curve(name: str, runs: Path, previous: dict) -> dict:
     return result
 
 
+def markdown(curves: dict) -> str:
+    """The curves as tables: per model, the output at every budget, the start and the baselines,
+    and the PSNR of every stage at the last budget."""
+    lines = []
+    for name, c in curves.items():
+        groups = list(c["points"][-1]["final"])
+        lines += [f"**{name}** (PSNR in dB on the held-out photos)", "",
+                  "| | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+        for row, values in c["baselines"].items():
+            lines.append(f"| {row} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
+        for point in c["points"]:
+            lines.append(f"| DGUNet, {point['steps']} steps (epoch {point['epoch']}) | "
+                         + " | ".join(f"{point['final'][g]:.2f}" for g in groups) + " |")
+        last = c["points"][-1]
+        lines += ["", f"Stage by stage at {last['steps']} steps (stage 1 to 7, 7 = the output):", ""]
+        lines += [f"- {g}: " + " / ".join(f"{v:.2f}" for v in last["stages"][g]) for g in groups]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def figure(curves: dict, path: Path) -> None:
     import matplotlib
 
@@ -178,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         curves[name] = curve(name, args.runs, previous.get(name, {}))
         write_text_atomic(out_file, json.dumps({**previous, **curves}, indent=1) + "\n")
+    write_text_atomic(args.out / "curves.md", markdown(curves))
     if args.figure:
         figure(curves, args.figure)
     return 0
