@@ -177,19 +177,28 @@ def score(model: torch.nn.Module, recipe: Recipe, limit: int | None = None,
     return out
 
 
-def ship(recipe: Recipe, out: Path, ship_dir: Path, seconds: float, plumbing: bool) -> dict:
+def ship(recipe: Recipe, out: Path, ship_dir: Path, seconds: float, args: argparse.Namespace) -> dict:
     from dgunet.bench import cpu_description
     from dgunet.pretrained import export, load_pretrained, read_manifest, write_manifest
 
     file = f"dgunet_{recipe.name.replace('-', '_')}.pth"
-    export(out / "runs" / recipe.name / "model_latest.pth", ship_dir / file)
+    latest = out / "runs" / recipe.name / "model_latest.pth"
+    epoch = int(torch.load(latest, map_location="cpu", weights_only=True)["epoch"])
+    export(latest, ship_dir / file)
     rows = {name: entry.info for name, entry in read_manifest(ship_dir).items()}
+    photos = len(list((out / "train_photos").iterdir()))
+    steps = epoch * photos * (1 if args.plumbing else 32) // 4  # LENGTH_MULTIPLIER, batch 4
     rows[recipe.name] = {"file": file, "task": recipe.task, "scale": recipe.scale,
                          "training": {"seconds": round(seconds, 1), "cpu": cpu_description(),
-                                      "threads": torch.get_num_threads(), "torch": torch.__version__}}
+                                      "threads": args.threads or torch.get_num_threads(),
+                                      "trainings_at_once": args.parallel, "torch": torch.__version__,
+                                      "epochs": epoch, "steps": steps,
+                                      "photos": f"{photos} scikit-image photos (scripts/train_pretrained.py)",
+                                      "train_py_opts": train_command(recipe, out, args.plumbing, args.epochs,
+                                                                     False)[4:]}}
     write_manifest(rows, ship_dir)  # the file is listed (sha256) before it is loaded and scored
     model = load_pretrained(recipe.name, folder=ship_dir)
-    rows[recipe.name]["scores"] = score(model, recipe, limit=1 if plumbing else None)
+    rows[recipe.name]["scores"] = score(model, recipe, limit=1 if args.plumbing else None)
     write_manifest(rows, ship_dir)
     return read_manifest(ship_dir)[recipe.name].info
 
@@ -210,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     recipes = [RECIPES[name] for name in args.models]
     seconds = train_all(recipes, args.out, args.plumbing, args.epochs, args.parallel, args.threads)
     for recipe in recipes:
-        row = ship(recipe, args.out, args.ship, seconds[recipe.name], args.plumbing)
+        row = ship(recipe, args.out, args.ship, seconds[recipe.name], args)
         print(f"{recipe.name}: {seconds[recipe.name] / 60:.1f} min, {row['bytes'] / 2**20:.2f} MB, "
               f"scores {row['scores']}")
     return 0
