@@ -22,6 +22,7 @@ CHECKED_CASE = {"deblurring": "motion_03_noise1"}  # else the first case the man
 def script():
     spec = importlib.util.spec_from_file_location("train_pretrained", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
