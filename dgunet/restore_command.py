@@ -169,26 +169,13 @@ def load(args: argparse.Namespace, degradation: Degradation, device: torch.devic
     return loaded.model, cfg
 
 
-def resolve_scale(degradation: Degradation, cfg, weights: str) -> int | None:
-    if degradation.task != "sr":
-        return None
-    trained = cfg.DEGRADE.SCALE if cfg is not None and cfg.DEGRADE.KIND == "sr" else None
-    if trained is not None and degradation.scale not in (None, trained):
-        raise ConfigError(f"{weights} was trained for x{trained}, not x{degradation.scale}; pass --scale "
-                          f"{trained} or weights trained for x{degradation.scale}")
-    scale = degradation.scale or trained
-    if scale is None:
-        raise ConfigError(f"cannot tell the SR factor of {weights} (no training config inside); pass --scale")
-    return scale
-
-
 def warn_sigma_range(degradation: Degradation, cfg, weights: str) -> None:
-    if cfg is None or degradation.sigma is None or cfg.DEGRADE.KIND not in ("blur", "noise"):
-        return
-    low, high = (float(v) for v in cfg.DEGRADE.SIGMA_RANGE)
-    if not low - 1e-9 <= degradation.sigma <= high + 1e-9:
+    from dgunet.testrun.known import outside, trained_sigma_range
+
+    trained = trained_sigma_range(cfg)
+    if degradation.sigma is not None and trained is not None and outside(degradation.sigma, trained):
         print(f"warning: --sigma {degradation.sigma:g} is outside the range {weights} was trained for "
-              f"[{low:g}, {high:g}]; expect weaker results", file=sys.stderr)
+              f"[{trained[0]:g}, {trained[1]:g}] (DEGRADE.SIGMA_RANGE); expect weaker results", file=sys.stderr)
 
 
 def operator(degradation: Degradation, scale: int | None) -> nn.Module:
@@ -265,13 +252,14 @@ def write_output(out_dir: Path, path: Path, image: Tensor, gray: bool) -> Path:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from dgunet.testrun.known import model_scale
     from dgunet.testrun.options import pick_device
 
     degradation = check_options(args)
     device = pick_device(args.device)
     files = collect_inputs(args.inputs)
     model, cfg = load(args, degradation, device)
-    scale = resolve_scale(degradation, cfg, args.weights)
+    scale = model_scale(cfg, degradation.scale, args.weights) if args.task == "sr" else None
     warn_sigma_range(degradation, cfg, args.weights)
     op = operator(degradation, scale) if degradation.known else None
     out_dir = Path(args.out)

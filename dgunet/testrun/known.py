@@ -108,17 +108,23 @@ def trained_scale(task: str, args: argparse.Namespace, cfg) -> list[int] | None:
     """The SR scales to test: a model serves only the scale it was trained for."""
     if task != "sr":
         return None
-    trained = cfg.DEGRADE.SCALE if cfg is not None and cfg.DEGRADE.KIND == "sr" else None
     if args.method != "model":
         return [args.scale] if args.scale else None
-    if trained is not None and args.scale and args.scale != trained:
-        raise ConfigError(f"weights {args.weights} were trained for x{trained} (DEGRADE.SCALE in the "
-                          f"checkpoint's config), not x{args.scale}; pass --scale {trained} or weights "
-                          f"trained for x{args.scale}")
-    if trained is None and not args.scale:
-        raise ConfigError(f"cannot tell the SR factor of {args.weights} (no training config inside); "
+    return [model_scale(cfg, args.scale, args.weights)]
+
+
+def model_scale(cfg, scale: int | None, weights) -> int:
+    """The SR factor to run a checkpoint at: its DEGRADE.SCALE, which a given `scale` must equal;
+    `scale` alone for a checkpoint without a training config. ConfigError otherwise."""
+    trained = cfg.DEGRADE.SCALE if cfg is not None and cfg.DEGRADE.KIND == "sr" else None
+    if trained is not None and scale and scale != trained:
+        raise ConfigError(f"weights {weights} were trained for x{trained} (DEGRADE.SCALE in the "
+                          f"checkpoint's config), not x{scale}; pass --scale {trained} or weights "
+                          f"trained for x{scale}")
+    if trained is None and not scale:
+        raise ConfigError(f"cannot tell the SR factor of {weights} (no training config inside); "
                           f"pass --scale")
-    return [args.scale or trained]
+    return scale or trained
 
 
 def model_gradient(args: argparse.Namespace, cfg) -> str:
@@ -231,18 +237,29 @@ def make_known_run(task: str, args: argparse.Namespace, name: str, model: nn.Mod
     return KnownRun(name, chosen, method, args.method, protocol()["noise_seed"], notes)
 
 
+def trained_sigma_range(cfg) -> tuple[float, float] | None:
+    """DEGRADE.SIGMA_RANGE of a checkpoint's config (noise std on [0, 1]), None without one."""
+    if cfg is None or not cfg.DEGRADE.KIND:
+        return None
+    low, high = (float(v) for v in cfg.DEGRADE.SIGMA_RANGE)
+    return low, high
+
+
+def outside(sigma: float, sigma_range: tuple[float, float]) -> bool:
+    return not sigma_range[0] - 1e-6 <= sigma <= sigma_range[1] + 1e-6
+
+
 def sigma_range_warnings(chosen: list[Case], cfg, weights) -> list[str]:
     """One line when some cases' noise lies outside DEGRADE.SIGMA_RANGE of the checkpoint's config."""
-    if cfg is None or not cfg.DEGRADE.KIND:
+    trained = trained_sigma_range(cfg)
+    far = [c for c in chosen if trained is not None and outside(c.sigma, trained)]
+    if not far:
         return []
-    low, high = (float(v) for v in cfg.DEGRADE.SIGMA_RANGE)
-    outside = [c for c in chosen if not low - 1e-6 <= c.sigma <= high + 1e-6]
-    if not outside:
-        return []
-    listed = ", ".join(f"{c.name} ({c.sigma:.4g})" for c in outside[:4]) + (" ..." if len(outside) > 4 else "")
-    return [f"weights {weights} were trained for noise std {low:g} to {high:g} (DEGRADE.SIGMA_RANGE in the "
-            f"checkpoint's config, on [0, 1] images); {len(outside)} case(s) lie outside: {listed}; their "
-            f"scores measure extrapolation: train with a DEGRADE.SIGMA_RANGE that covers them"]
+    listed = ", ".join(f"{c.name} ({c.sigma:.4g})" for c in far[:4]) + (" ..." if len(far) > 4 else "")
+    return [f"weights {weights} were trained for noise std {trained[0]:g} to {trained[1]:g} "
+            f"(DEGRADE.SIGMA_RANGE in the checkpoint's config, on [0, 1] images); {len(far)} case(s) lie "
+            f"outside: {listed}; their scores measure extrapolation: train with a DEGRADE.SIGMA_RANGE "
+            f"that covers them"]
 
 
 def _baseline(name: str) -> Method:
