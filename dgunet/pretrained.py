@@ -95,6 +95,12 @@ def weights_path(entry: Entry, folder: Path | None = None, verify: bool = True) 
     return path
 
 
+def shipped_weights(task: str, scale: int | None = None, folder: Path | None = None) -> Path:
+    """The checked file of the model shipped for a known-operator task (and SR scale): what
+    `restore` and the known test protocols use when no --weights is given."""
+    return weights_path(find(task, scale, folder), folder)
+
+
 def load_pretrained(name_or_task: str, scale: int | None = None, device: str | torch.device = "cpu",
                     folder: Path | None = None) -> nn.Module:
     """The shipped model, strictly loaded, in eval mode on `device`."""

@@ -133,12 +133,9 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 # ---------------------------------------------------------------- the model
 
-SHIPPED = {"deblurring": "deblurring", "sr": "sr", "denoising": "denoising"}  # task -> shipped model
-
-
 def weights_for(args: argparse.Namespace, degradation: Degradation) -> str:
     """--weights, else the shipped model of the task (known operators only)."""
-    from dgunet.pretrained import find, weights_path
+    from dgunet.pretrained import shipped_weights
 
     if args.weights:
         return args.weights
@@ -146,7 +143,7 @@ def weights_for(args: argparse.Namespace, degradation: Degradation) -> str:
         raise ConfigError(f"--task {args.task} without a known degradation uses a published (blind) model: "
                           f"pass --weights W (the authors' checkpoint), or describe the degradation "
                           f"(deblurring: --kernel FILE; denoising: --sigma S)")
-    return str(weights_path(find(SHIPPED[args.task], degradation.scale)))
+    return str(shipped_weights(args.task, degradation.scale))
 
 
 def load(args: argparse.Namespace, degradation: Degradation, device: torch.device):

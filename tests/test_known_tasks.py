@@ -170,7 +170,7 @@ def test_baselines_run_as_methods_with_user_kernels(tmp_path, one_thread):
     assert json.loads((tmp_path / "sr" / "Photos" / "scores.json").read_text())["protocol"] == "sr_x4"
 
 
-def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
+def test_bad_inputs_give_one_line_errors(tmp_path, capsys, monkeypatch):
     from dgunet.engine import main as train_main
     from dgunet.testrun import main as test_main
 
@@ -187,5 +187,7 @@ def test_bad_inputs_give_one_line_errors(tmp_path, capsys):
                       ["--opts", "DATA.TRAIN_DIR", str(empty), "DATA.VAL_DIR", ""])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and f"folder {empty} holds no readable images" in err
+    monkeypatch.setenv("DGUNET_PRETRAINED", str(tmp_path / "nothing_shipped"))
     assert test_main("sr", ["--input_dir", str(tmp_path), "--dataset", "Photos"]) == 2
-    assert "--weights is required" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no shipped model for sr" in err and "pass --weights W" in err

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from _engine_helpers import REPO, env_one_thread
 
@@ -74,3 +75,19 @@ def test_shipped_models_load_strictly_and_reproduce_their_manifest_score(name):
     model = load_pretrained(name)  # strict load, sha256 checked
     got = module.score(model, module.RECIPES[name], case_names=[case])[case]
     assert abs(got - entry.info["scores"][case]) <= 0.05, (name, case, got)
+
+
+@pytest.mark.skipif("denoising" not in SHIPPED, reason="no denoising model ships in pretrained/ yet")
+def test_known_test_protocol_without_weights_uses_the_shipped_model(tmp_path, capsys):
+    from dgunet.data.io import save_png_atomic
+    from dgunet.testrun import main as test_main
+
+    photos = tmp_path / "in" / "Photos"
+    photos.mkdir(parents=True)
+    save_png_atomic(photos / "a.png", (np.random.default_rng(0).random((48, 40, 3)) * 255).astype(np.uint8))
+    code = test_main("denoising", ["--protocol", "gaussian", "--input_dir", str(tmp_path / "in"),
+                                   "--result_dir", str(tmp_path / "out"), "--dataset", "Photos"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"the shipped model {pretrained_dir() / SHIPPED['denoising'].file}" in out.out
+    assert list((tmp_path / "out").rglob("*.png"))

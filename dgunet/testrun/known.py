@@ -97,6 +97,20 @@ def known_protocol(task: str, args: argparse.Namespace) -> str | None:
     return None if chosen in (None, "published") else chosen
 
 
+def shipped_model(task: str, args: argparse.Namespace, log: Callable[[str], None]) -> str:
+    """The shipped weights (pretrained/) for a known protocol run without --weights; sets
+    args.weights so messages name the file. ConfigError (naming what ships) when none fits."""
+    from dgunet.pretrained import shipped_weights
+
+    try:
+        path = shipped_weights(task, getattr(args, "scale", None))
+    except ConfigError as err:
+        raise ConfigError(f"{err} (or --method hyperlaplacian / bicubic for a baseline)") from None
+    log(f"no --weights: the shipped model {path}")
+    args.weights = str(path)
+    return args.weights
+
+
 def checkpoint_config(weights: str | Path):
     """The training config stored in a checkpoint of our engine, or None (published files have none)."""
     state = read_checkpoint(weights)

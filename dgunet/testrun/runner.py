@@ -121,9 +121,10 @@ def make_context(task: str, args: argparse.Namespace, weights: str, cs_ratio: fl
         log(f"method: {args.method} baseline")
         run = known.make_known_run(task, args, protocol, None, None)
         return Context(task, None, "-", restore, None, args.workers, log=log, known=run)
+    if not weights and protocol:  # a known-operator protocol: the shipped model of pretrained/
+        weights = known.shipped_model(task, args, log)
     if not weights:
-        raise ConfigError("--weights is required: the checkpoint to test"
-                          + (" (or --method hyperlaplacian / bicubic for a baseline)" if protocol else ""))
+        raise ConfigError("--weights is required: the checkpoint to test")
     cfg = known.checkpoint_config(weights) if protocol else None
     gradient = known.model_gradient(args, cfg) if protocol else "learned"
     loaded = load_model(task, weights, args.arch, options.given_widths(args), cs_ratio,
