@@ -3,17 +3,20 @@
 On photos that scikit-image ships, with equal parameters and an equal training budget (the same
 number of optimizer steps on the same samples), this script trains on a CPU with the real
 `train.py` and the task configs:
-  deblur-known    Deblurring/training_nonblind.yml, MODEL.GRADIENT known
+  deblur-known    Deblurring/training_nonblind.yml, MODEL.GRADIENT known (r/L step, noise-aware)
   deblur-blind    the same, MODEL.GRADIENT learned (the published, blind step)
-  sr-x2, sr-x4    Super_Resolution/training.yml, MODEL.GRADIENT known
-then tests them on the fixed benchmark cases of `dgunet.benchmarks` (12 kernels never drawn in
-training, noise 1% and 3%; bicubic x2 / x4) on held-out photos, next to the classical baselines
-of dgunet.baselines, all with the true kernel (flat-spectrum Wiener, the operator's regularised
+  cs-fixed        Compressive_Sensing/training.yml at 25%, PHI fixed (orthonormal Gaussian rows)
+  cs-learned      the same with the published learned Phi
+then tests them on held-out photos: deblurring on the fixed benchmark cases of `dgunet.benchmarks`
+(12 kernels never drawn in training, noise 1% and 3%) next to the classical baselines of
+dgunet.baselines, all with the true kernel (flat-spectrum Wiener, the operator's regularised
 inverse A_dagger with its rule and with eps chosen per image on the ground truth (oracle), the
-hyper-Laplacian HQS tuned on training photos; bicubic; for Gaussian denoising HQS and non-local
-means), and writes the tables, per-stage curves and a stage strip.
+hyper-Laplacian HQS tuned on training photos); CS on the Y channel of the same photos against
+each model's own start Phi^T y; both per stage. SR x2/x3/x4 and Gaussian denoising are evidenced
+by the shipped models (scripts/learning_curves.py, the same page). Writes the tables, per-stage
+curves and a stage strip.
 
-    python scripts/known_degradation.py --out known_out            # ~25 min on 2 cores
+    python scripts/known_degradation.py --out known_out            # ~1 h on 2 cores
     python scripts/known_degradation.py --out /tmp/k --quick       # a few steps: checks the plumbing
     python scripts/known_degradation.py --out /tmp/b --baselines-only   # the classical rows (~3 min)
 """
@@ -38,18 +41,25 @@ REPO = Path(__file__).resolve().parents[1]
 WIDTHS = ["MODEL.N_FEAT", "16", "MODEL.SCALE_UNETFEATS", "8", "MODEL.SCALE_ORSNETFEATS", "8"]
 
 
-def budget(quick: bool) -> dict[str, str]:
-    """Steps = EPOCHS * len(TRAIN_PHOTOS) * LENGTH_MULTIPLIER / BATCH_SIZE, the same for every model."""
+def budget(name: str, quick: bool) -> dict[str, str]:
+    """The same number of steps for the two models of a pair. Image tasks: EPOCHS * photos *
+    LENGTH_MULTIPLIER / BATCH_SIZE = 5 * 13 * 32 / 4 = 520; CS: EPOCHS * photos * CROPS_PER_IMAGE /
+    32 = 5 * 13 * 256 / 32 = 520 steps of 32 blocks."""
+    if name.startswith("cs"):
+        return {"OPTIM.NUM_EPOCHS": "1" if quick else "5", "DATA.CROPS_PER_IMAGE": "8" if quick else "256"}
     if quick:
         return {"OPTIM.NUM_EPOCHS": "1", "DATA.LENGTH_MULTIPLIER": "1"}  # 13 / 4 = 3 steps
-    return {"OPTIM.NUM_EPOCHS": "5", "DATA.LENGTH_MULTIPLIER": "32"}  # 5 * 416 / 4 = 520 steps
+    return {"OPTIM.NUM_EPOCHS": "5", "DATA.LENGTH_MULTIPLIER": "32"}
 
 
-RUNS = {  # name: (task folder, config, gradient, extra opts)
-    "deblur-known": ("Deblurring", "training_nonblind.yml", "known", []),
-    "deblur-blind": ("Deblurring", "training_nonblind.yml", "learned", ["MODEL.NOISE_AWARE", "false"]),
-    "sr-x2": ("Super_Resolution", "training.yml", "known", ["DEGRADE.SCALE", "2"]),
-    "sr-x4": ("Super_Resolution", "training.yml", "known", ["DEGRADE.SCALE", "4"]),
+IMAGE_OPTS = ["OPTIM.BATCH_SIZE", "4", "TRAIN.PATCH_SIZE", "64"]
+CS_OPTS = ["OPTIM.BATCH_SIZE", "32", "TRAIN.PATCH_SIZE", "32", "MODEL.CS_RATIO", "25"]
+RUNS = {  # name: (task folder, config, extra opts)
+    "deblur-known": ("Deblurring", "training_nonblind.yml", [*IMAGE_OPTS, "MODEL.GRADIENT", "known"]),
+    "deblur-blind": ("Deblurring", "training_nonblind.yml",
+                     [*IMAGE_OPTS, "MODEL.GRADIENT", "learned", "MODEL.NOISE_AWARE", "false"]),
+    "cs-fixed": ("Compressive_Sensing", "training.yml", [*CS_OPTS, "MODEL.PHI", "fixed"]),
+    "cs-learned": ("Compressive_Sensing", "training.yml", [*CS_OPTS, "MODEL.PHI", "learned"]),
 }
 
 
@@ -70,15 +80,15 @@ def write_training_photos(folder: Path) -> None:
 
 
 def train_command(name: str, out: Path, quick: bool) -> list[str]:
-    folder, config, gradient, extra = RUNS[name]
-    opts = [*WIDTHS, "MODEL.GRADIENT", gradient, "OPTIM.BATCH_SIZE", "4", "OPTIM.SCHEDULE", "constant",
-            "OPTIM.LR_INITIAL", "3e-4", "TRAIN.PATCH_SIZE", "64", "TRAIN.WORKERS", "0", "TRAIN.SAVE_EVERY", "0",
-            "TRAIN.PRINT_EVERY", "50", "DATA.TRAIN_DIR", str(out / "train_photos"), "DATA.VAL_DIR", "",
-            "OUTPUT.DIR", str(out / "runs"), "OUTPUT.NAME", name, "OUTPUT.TENSORBOARD", "false", *extra]
-    for key, value in budget(quick).items():
+    folder, config, extra = RUNS[name]
+    opts = [*WIDTHS, "OPTIM.SCHEDULE", "constant", "OPTIM.LR_INITIAL", "3e-4", "TRAIN.WORKERS", "0",
+            "TRAIN.SAVE_EVERY", "0", "TRAIN.PRINT_EVERY", "50", "DATA.TRAIN_DIR", str(out / "train_photos"),
+            "DATA.VAL_DIR", "", "OUTPUT.DIR", str(out / "runs"), "OUTPUT.NAME", name,
+            "OUTPUT.TENSORBOARD", "false", *extra]
+    for key, value in budget(name, quick).items():
         opts += [key, value]
     return [sys.executable, str(REPO / folder / "train.py"), "--config", str(REPO / folder / config),
-            "--opts", *opts]
+            "--fast", "--opts", *opts]
 
 
 def train_all(out: Path, quick: bool) -> dict[str, float]:
@@ -109,12 +119,13 @@ def train_all(out: Path, quick: bool) -> dict[str, float]:
 
 
 def load(name: str, out: Path) -> torch.nn.Module:
-    """The trained model; widths and options (noise-aware stages) read from the checkpoint."""
+    """The trained model; widths and options (noise-aware stages, Phi) read from the checkpoint."""
+    from dgunet.testrun.known import checkpoint_config
     from dgunet.testrun.loading import load_model
 
-    folder, _config, gradient, _extra = RUNS[name]
-    task = "sr" if folder == "Super_Resolution" else "deblurring"
-    return load_model(task, out / "runs" / name / "model_latest.pth", gradient=gradient).model
+    path = out / "runs" / name / "model_latest.pth"
+    cfg = checkpoint_config(path)
+    return load_model(cfg.MODEL.TASK, path, gradient=cfg.MODEL.GRADIENT).model.eval()
 
 
 # ---------------------------------------------------------------- evaluation
@@ -253,22 +264,41 @@ def evaluate_deblurring(known: torch.nn.Module, blind: torch.nn.Module, limit: i
             "stage_residual": {k: np.mean(v, axis=0).tolist() for k, v in residual.items()}}
 
 
-@torch.no_grad()
-def evaluate_sr(models: dict[int, torch.nn.Module], limit: int | None = None) -> dict:
-    from dgunet.benchmarks import cases, protocol
-    from dgunet.testrun.known import degrade_case, photo_images
+def cs_test_images(limit: int | None = None) -> list[torch.Tensor]:
+    """The Y channel of the held-out photos as CS trains on it (BT.601 studio range, uint8, / 255),
+    (1,1,H,W); H, W multiples of 32."""
+    from dgunet.metrics.color import rgb_to_y_studio
+    from dgunet.testrun.known import photo_images
 
-    seed = protocol()["noise_seed"]
-    out = {}
-    for scale, model in models.items():
-        (case,) = cases("sr", scales=[scale])
-        rows: dict[str, list[float]] = {}
-        for stem, photo in photo_images()[:limit]:
-            clean, y, op, _params = degrade_case(case, photo, stem, seed)
-            rows.setdefault("bicubic", []).append(score(f"sr_x{scale}", op.A_dagger(y), clean))
-            rows.setdefault("DGUNet known", []).append(score(f"sr_x{scale}", model(y, physics=op)[0], clean))
-        out[f"x{scale}"] = {m: float(np.mean(v)) for m, v in rows.items()}
+    out = []
+    for _stem, photo in photo_images()[:limit]:
+        y = rgb_to_y_studio(photo).astype(np.float64) / 255.0
+        h, w = (y.shape[0] // 32) * 32, (y.shape[1] // 32) * 32
+        out.append(torch.from_numpy(np.ascontiguousarray(y[:h, :w])).float()[None, None])
     return out
+
+
+def psnr01(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10((a.clamp(0, 1) - b).pow(2).mean()))
+
+
+@torch.no_grad()
+def evaluate_cs(models: dict[str, torch.nn.Module], limit: int | None = None) -> dict:
+    """PSNR (Y, [0,1] peak 1) of each model's start Phi^T y, its 7 stages and its output."""
+    from dgunet.models.cs import Measurements, blocks_to_image
+
+    result = {}
+    for name, model in models.items():
+        starts, stages = [], []
+        for img in cs_test_images(limit):
+            meas = Measurements(model.Phi, img)
+            starts.append(psnr01(blocks_to_image(meas.phit_b, img.shape), img))
+            out = model(img)
+            stages.append([psnr01(s, img) for s in [*reversed(out[1:]), out[0]]])
+        per_stage = np.mean(stages, axis=0).tolist()
+        result[name] = {"Phi^T y (start)": float(np.mean(starts)), "stage_psnr": per_stage,
+                        "output": per_stage[-1]}
+    return result
 
 
 # ---------------------------------------------------------------- figures
@@ -346,8 +376,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines-only", action="store_true",
                         help="only the classical rows on the full benchmark (no training): baselines.json")
     args = parser.parse_args(argv)
-    from dgunet.benchmarks import cases
-
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     start = time.perf_counter()
     out = Path(args.out).resolve()
@@ -359,32 +387,28 @@ def main(argv: list[str] | None = None) -> int:
     seconds = train_all(out, args.quick)
     limit = 2 if args.quick else None  # --quick: 2 kernels x 2 photos, enough to run every line
     deblur = evaluate_deblurring(load("deblur-known", out), load("deblur-blind", out), limit)
-    sr = evaluate_sr({2: load("sr-x2", out), 4: load("sr-x4", out)}, limit)
-    denoise = evaluate_denoising_baselines(limit)
-    figures = [out / "known_stages.png", out / "known_deblur_strip.png", out / "known_sr4_strip.png"]
+    cs = evaluate_cs({"fixed Phi": load("cs-fixed", out), "learned Phi": load("cs-learned", out)}, limit)
+    figures = [out / "known_stages.png", out / "known_deblur_strip.png"]
     plot_stages(deblur, figures[0])
     stage_strip(load("deblur-known", out), "nonblind", "motion_03_noise1", "Blur, motion kernel, 1% noise",
                 figures[1])
-    sr_case = next(c.name for c in cases("sr", scales=[4]))
-    stage_strip(load("sr-x4", out), "sr", sr_case, "Downsample x4, bicubic", figures[2])
     if args.figures:
         from dgunet.atomic import write_bytes_atomic
 
         for fig in figures:
             write_bytes_atomic(Path(args.figures) / fig.name, fig.read_bytes())
-    summary = {"deblurring": deblur, "sr": sr, "denoising_baselines": denoise, "train_seconds": seconds,
+    summary = {"deblurring": deblur, "cs_25": cs, "train_seconds": seconds,
                "total_seconds": round(time.perf_counter() - start, 1),
                "cpu": f"{cpu_description()}, {os.cpu_count()} cores", "torch": torch.__version__,
-               "budget": budget(args.quick)}
+               "budget": {name: budget(name, args.quick) for name in RUNS}}
     from dgunet.atomic import write_text_atomic
 
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for level, row in deblur["table"].items():
         print(f"non-blind deblurring, noise {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
-    for scale, row in sr.items():
-        print(f"SR {scale}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
-    for level, row in denoise.items():
-        print(f"Gaussian denoising {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
+    for name, row in cs.items():
+        print(f"CS 25%, {name}: start {row['Phi^T y (start)']:.2f}, stages "
+              + " / ".join(f"{v:.2f}" for v in row["stage_psnr"]))
     print(f"{out / 'summary.json'}; {summary['total_seconds']:.0f} s on {summary['cpu']}")
     return 0
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BASELINE_ROWS = {"deblurring": ("adagger", "adagger-oracle", "hyperlaplacian"),
+BASELINE_ROWS = {"deblurring": ("wiener-flat", "adagger", "adagger-oracle", "hyperlaplacian"),
                  "denoising": ("adagger", "hyperlaplacian", "nlm"), "sr": ("bicubic",)}
 EPOCH_FILE = re.compile(r"model_epoch_(\d+)\.pth$")
 
@@ -71,11 +71,15 @@ def mean_by_group(values: list[tuple[str, float]]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def baselines(task: str, items, scale: int | None) -> dict[str, dict[str, float]]:
+def baselines(task: str, items, scale: int | None, known: dict | None = None) -> dict[str, dict[str, float]]:
+    """Every row of BASELINE_ROWS[task]; rows already in `known` (an earlier curves.json) are kept."""
     from dgunet.baselines import BASELINES
 
     rows = {}
     for name in BASELINE_ROWS[task]:
+        if known and name in known:
+            rows[name] = known[name]
+            continue
         rows[name] = mean_by_group([(g, score(BASELINES[name](y, op, params).float(), clean, scale))
                                     for g, _case, _stem, clean, y, op, params in items])
     return rows
@@ -123,7 +127,7 @@ def curve(name: str, runs: Path, previous: dict) -> dict:
     steps_per_epoch = photos * cfg.DATA.LENGTH_MULTIPLIER // cfg.OPTIM.BATCH_SIZE
     items = test_items(task, scale)
     result = {"task": task, "scale": scale, "steps_per_epoch": steps_per_epoch, "points": [],
-              "baselines": previous.get("baselines") or baselines(task, items, scale)}
+              "baselines": baselines(task, items, scale, previous.get("baselines"))}
     done = {p["epoch"]: p for p in previous.get("points", [])}
     for epoch, path in points:
         if epoch in done and "stages" in done[epoch] and path.name != "model_latest.pth":
