@@ -12,8 +12,9 @@ then tests them on held-out photos: deblurring on the fixed benchmark cases of `
 dgunet.baselines, all with the true kernel (flat-spectrum Wiener, the operator's regularised
 inverse A_dagger with its rule and with eps chosen per image on the ground truth (oracle), the
 hyper-Laplacian HQS tuned on training photos); CS on the Y channel of the same photos against
-each model's own start Phi^T y; both per stage. SR x2/x3/x4 and Gaussian denoising are evidenced
-by the shipped models (scripts/learning_curves.py, the same page). Writes the tables, per-stage
+each model's own start Phi^T y; both per stage. SR x2/x3/x4 are scored with the shipped models
+(pretrained/) per stage, Gaussian denoising's classical rows are listed; the shipped models'
+learning curves are scripts/learning_curves.py's (the same page). Writes the tables, per-stage
 curves and a stage strip.
 
     python scripts/known_degradation.py --out known_out            # ~1 h on 2 cores
@@ -264,6 +265,36 @@ def evaluate_deblurring(known: torch.nn.Module, blind: torch.nn.Module, limit: i
             "stage_residual": {k: np.mean(v, axis=0).tolist() for k, v in residual.items()}}
 
 
+@torch.no_grad()
+def evaluate_sr(models: dict[int, torch.nn.Module], limit: int | None = None) -> dict:
+    """Bicubic and the shipped SR models (Y, border s), with the model's PSNR per stage."""
+    from dgunet.benchmarks import cases, protocol
+    from dgunet.testrun.known import degrade_case, photo_images, run_model
+
+    seed = protocol()["noise_seed"]
+    out = {}
+    for scale, model in models.items():
+        (case,) = cases("sr", scales=[scale])
+        rows: dict[str, list[float]] = {}
+        stages = []
+        for stem, photo in photo_images()[:limit]:
+            clean, y, op, _params = degrade_case(case, photo, stem, seed)
+            outputs = run_model(model, y, op, stages=True)
+            rows.setdefault("bicubic", []).append(score(f"sr_x{scale}", op.A_dagger(y), clean))
+            rows.setdefault("DGUNet known", []).append(score(f"sr_x{scale}", outputs[0], clean))
+            stages.append([score(f"sr_x{scale}", s, clean) for s in [*reversed(outputs[1:]), outputs[0]]])
+        out[f"x{scale}"] = {**{m: float(np.mean(v)) for m, v in rows.items()},
+                            "stage_psnr": np.mean(stages, axis=0).tolist()}
+    return out
+
+
+def shipped_sr_models() -> dict[int, torch.nn.Module]:
+    """scale -> the shipped SR model of pretrained/ (none when nothing ships)."""
+    from dgunet.pretrained import load_pretrained, read_manifest
+
+    return {e.scale: load_pretrained(e.name) for e in read_manifest().values() if e.task == "sr"}
+
+
 def cs_test_images(limit: int | None = None) -> list[torch.Tensor]:
     """The Y channel of the held-out photos as CS trains on it (BT.601 studio range, uint8, / 255),
     (1,1,H,W); H, W multiples of 32."""
@@ -376,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baselines-only", action="store_true",
                         help="only the classical rows on the full benchmark (no training): baselines.json")
     args = parser.parse_args(argv)
+    from dgunet.benchmarks import cases
+
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     start = time.perf_counter()
     out = Path(args.out).resolve()
@@ -388,16 +421,24 @@ def main(argv: list[str] | None = None) -> int:
     limit = 2 if args.quick else None  # --quick: 2 kernels x 2 photos, enough to run every line
     deblur = evaluate_deblurring(load("deblur-known", out), load("deblur-blind", out), limit)
     cs = evaluate_cs({"fixed Phi": load("cs-fixed", out), "learned Phi": load("cs-learned", out)}, limit)
+    shipped_sr = shipped_sr_models()
+    sr = evaluate_sr(dict(sorted(shipped_sr.items())), limit)
+    denoise = evaluate_denoising_baselines(limit)
     figures = [out / "known_stages.png", out / "known_deblur_strip.png"]
     plot_stages(deblur, figures[0])
     stage_strip(load("deblur-known", out), "nonblind", "motion_03_noise1", "Blur, motion kernel, 1% noise",
                 figures[1])
+    if 4 in shipped_sr:
+        figures.append(out / "known_sr4_strip.png")
+        stage_strip(shipped_sr[4], "sr", next(c.name for c in cases("sr", scales=[4])),
+                    "the shipped SR x4 model, bicubic", figures[2])
     if args.figures:
         from dgunet.atomic import write_bytes_atomic
 
         for fig in figures:
             write_bytes_atomic(Path(args.figures) / fig.name, fig.read_bytes())
-    summary = {"deblurring": deblur, "cs_25": cs, "train_seconds": seconds,
+    summary = {"deblurring": deblur, "cs_25": cs, "sr": sr, "denoising_baselines": denoise,
+               "train_seconds": seconds,
                "total_seconds": round(time.perf_counter() - start, 1),
                "cpu": f"{cpu_description()}, {os.cpu_count()} cores", "torch": torch.__version__,
                "budget": {name: budget(name, args.quick) for name in RUNS}}
@@ -406,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for level, row in deblur["table"].items():
         print(f"non-blind deblurring, noise {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
+    for scale, row in sr.items():
+        print(f"SR {scale} (shipped model): bicubic {row['bicubic']:.2f}, DGUNet {row['DGUNet known']:.2f}")
+    for level, row in denoise.items():
+        print(f"Gaussian denoising {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
     for name, row in cs.items():
         print(f"CS 25%, {name}: start {row['Phi^T y (start)']:.2f}, stages "
               + " / ".join(f"{v:.2f}" for v in row["stage_psnr"]))
