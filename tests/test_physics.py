@@ -176,10 +176,10 @@ def test_gaussian_downsample_samples_phase_zero():
     torch.testing.assert_close(op.A_dagger(y)[inner], x[inner], rtol=1e-6, atol=0)  # float32 kernel
 
 
-def test_gaussian_kernel_is_normalised_and_sized():
-    k = physics.gaussian_kernel(1.5)
+def test_gaussian_prefilter_is_normalised_and_sized():
+    k = physics.gaussian_prefilter(1.5)
     assert k.shape == (11, 11) and k.sum().item() == pytest.approx(1.0, abs=1e-6)
-    assert physics.gaussian_kernel(0.0).tolist() == [[1.0]]
+    assert physics.gaussian_prefilter(0.0).tolist() == [[1.0]]
 
 
 # ------------------------------------------------------------------ Blur
