@@ -155,15 +155,15 @@ def forward_tiled(forward: Forward, x: Tensor, tile: tuple[int, int], overlap: i
 
 # ---------------------------------------------------------------- self-ensemble
 
-def dihedral(x: Tensor, k: int) -> Tensor:
+def ensemble_transform(x: Tensor, k: int) -> Tensor:
     """The k-th of the 8 flips/rotations (k in 0..7) of (..., H, W)."""
     if k >= 4:
         x = x.flip(-1)
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
-def undo_dihedral(x: Tensor, k: int) -> Tensor:
-    """Inverse of `dihedral(., k)`."""
+def undo_ensemble_transform(x: Tensor, k: int) -> Tensor:
+    """Inverse of `ensemble_transform(., k)`."""
     x = torch.rot90(x, -(k % 4), dims=(-2, -1))
     return x.flip(-1) if k >= 4 else x
 
@@ -172,7 +172,7 @@ def forward_ensemble(forward: Forward, x: Tensor) -> Tensor:
     """Mean over the 8 dihedral transforms of `forward(t(x))`, each mapped back."""
     acc = None
     for k in range(8):
-        y = undo_dihedral(forward(dihedral(x, k).contiguous()), k).float()
+        y = undo_ensemble_transform(forward(ensemble_transform(x, k).contiguous()), k).float()
         acc = y if acc is None else acc + y
     return acc / 8
 
