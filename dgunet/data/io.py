@@ -11,15 +11,10 @@ import torch
 
 from dgunet.atomic import write_bytes_atomic
 from dgunet.errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from dgunet.imagefiles import is_image
 
 # ITU-R BT.601 luma weights for R, G, B; OpenCV's gray and full-range YCrCb Y use them too.
 LUMA = (0.299, 0.587, 0.114)
-
-
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
