@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 from dgunet.atomic import write_text_atomic
 from dgunet.errors import DataError
 from dgunet.imagefiles import IMAGE_EXTENSIONS, is_image
+from dgunet.jsonio import json_safe
 from dgunet.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 
 _LISTED_NAMES = 5  # how many names an error message shows per side
@@ -57,11 +57,11 @@ class EvaluationResult:
         return {
             "protocol": self.protocol,
             "images": [
-                {"name": s.name, "psnr": _json_number(s.psnr), "ssim": _json_number(s.ssim)}
+                {"name": s.name, "psnr": json_safe(s.psnr), "ssim": json_safe(s.ssim)}
                 for s in self.images
             ],
-            "psnr": _json_number(self.psnr),
-            "ssim": _json_number(self.ssim),
+            "psnr": json_safe(self.psnr),
+            "ssim": json_safe(self.ssim),
         }
 
     def table(self) -> str:
@@ -71,11 +71,6 @@ class EvaluationResult:
         rows += [f"{s.name:<{width}}  {s.psnr:9.4f}  {s.ssim:7.4f}" for s in self.images]
         rows.append(f"{'mean':<{width}}  {self.psnr:9.4f}  {self.ssim:7.4f}")
         return "\n".join(rows)
-
-
-def _json_number(value: float) -> float | str:
-    """JSON cannot hold inf or nan: write them as the strings "inf", "-inf", "nan"."""
-    return value if math.isfinite(value) else str(value)
 
 
 def images_by_stem(folder: str | Path) -> dict[str, Path]:
