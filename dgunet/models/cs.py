@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dgunet.errors import ConfigError
 from dgunet.models.blocks import Decoder, Encoder, GatedSAM, ResBlock, conv, shallow_feat
 from dgunet.models.image import NUM_STAGES, step_size
 from dgunet.physics.cs import blocks_to_image, image_to_blocks, num_rows, sampling_matrix
@@ -96,9 +97,9 @@ class _CSUnfolding(nn.Module):
                  reduction: int = 4, bias: bool = False, phi: str = "learned", phi_seed: int = 0):
         super().__init__()
         if in_c != 1 or out_c != 1:
-            raise ValueError("the CS model reconstructs one channel: in_c = out_c = 1")
+            raise ConfigError("the CS model reconstructs one channel: in_c = out_c = 1")
         if phi not in ("learned", "fixed"):
-            raise ValueError(f"phi={phi!r}; choose 'learned' (published) or 'fixed'")
+            raise ConfigError(f"phi={phi!r}; choose 'learned' (published) or 'fixed'")
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
         self.in_c, self.out_c, self.cs_ratio, self.phi_mode = in_c, out_c, cs_ratio, phi
         self.step_scale: float | None = None  # 1/L of a fixed Phi; None: the published learned step
@@ -137,8 +138,8 @@ class _CSUnfolding(nn.Module):
         """
         matrix = sampling_matrix(self.cs_ratio / 100, block=BLOCK, seed=seed)
         if matrix.shape != self.Phi.shape:
-            raise ValueError(f"CompressedSensing({self.cs_ratio / 100:g}) has {matrix.shape[0]} rows; the "
-                             f"model samples {self.Phi.shape[0]} per block")
+            raise ConfigError(f"CompressedSensing({self.cs_ratio / 100:g}) has {matrix.shape[0]} rows; the "
+                              f"model samples {self.Phi.shape[0]} per block")
         with torch.no_grad():
             self.Phi.copy_(matrix)
         self.Phi.requires_grad_(False)
