@@ -9,12 +9,18 @@ class CheckpointError(DGUNetError):
     """A weights file is missing, unsafe, unreadable or of another variant."""
 
 
-class DataError(DGUNetError):
-    """A data set folder, image or .mat file is missing or not as expected."""
+class DataError(DGUNetError, ValueError):
+    """A data set folder, image or .mat file is missing or not as expected.
+
+    Also a ValueError (as PhysicsError), so code that catches a bad value in general still catches it.
+    """
 
 
-class ConfigError(DGUNetError):
-    """A configuration value or command-line combination cannot work."""
+class ConfigError(DGUNetError, ValueError):
+    """A configuration value, model or function option, or command-line combination cannot work.
+
+    Also a ValueError (as PhysicsError), so code that catches a bad argument in general still catches it.
+    """
 
 
 class PhysicsError(DGUNetError, ValueError):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Collection, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -24,9 +23,10 @@ import numpy as np
 
 from dgunet.atomic import write_text_atomic
 from dgunet.errors import DataError
+from dgunet.imagefiles import IMAGE_EXTENSIONS, is_image
+from dgunet.jsonio import json_safe
 from dgunet.metrics.protocols import PROTOCOLS, Protocol, get_protocol
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _LISTED_NAMES = 5  # how many names an error message shows per side
 
 
@@ -57,11 +57,11 @@ class EvaluationResult:
         return {
             "protocol": self.protocol,
             "images": [
-                {"name": s.name, "psnr": _json_number(s.psnr), "ssim": _json_number(s.ssim)}
+                {"name": s.name, "psnr": json_safe(s.psnr), "ssim": json_safe(s.ssim)}
                 for s in self.images
             ],
-            "psnr": _json_number(self.psnr),
-            "ssim": _json_number(self.ssim),
+            "psnr": json_safe(self.psnr),
+            "ssim": json_safe(self.ssim),
         }
 
     def table(self) -> str:
@@ -73,19 +73,14 @@ class EvaluationResult:
         return "\n".join(rows)
 
 
-def _json_number(value: float) -> float | str:
-    """JSON cannot hold inf or nan: write them as the strings "inf", "-inf", "nan"."""
-    return value if math.isfinite(value) else str(value)
-
-
-def list_images(folder: str | Path) -> dict[str, Path]:
+def images_by_stem(folder: str | Path) -> dict[str, Path]:
     """Image files of ``folder`` (not recursive) keyed by stem; two files with one stem raise."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
     found: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
-        if not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
+        if not path.is_file() or not is_image(path):
             continue
         if path.stem in found:
             raise DataError(f"{found[path.stem]} and {path} have the same name; keep only one")
@@ -108,12 +103,12 @@ def match_pairs(
     error too, unless ``allow_missing`` (then it is ignored). Stems in ``exclude`` (files a
     test left out) are ignored on both sides.
     """
-    preds, gts = list_images(pred_dir), list_images(gt_dir)
+    preds, gts = images_by_stem(pred_dir), images_by_stem(gt_dir)
     if exclude:
         preds = {k: v for k, v in preds.items() if k not in exclude}
         gts = {k: v for k, v in gts.items() if k not in exclude}
     if not gts:
-        raise DataError(f"{gt_dir}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DataError(f"{gt_dir}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     no_pred = gts.keys() - preds.keys()
     no_gt = set() if allow_missing else preds.keys() - gts.keys()
     if no_pred or no_gt:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgunet.errors import ConfigError, DataError
 from dgunet.models.fast import use_fast, use_fast_merge
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -123,12 +124,12 @@ def check_tile(tile: int | tuple[int, int], overlap: int, multiple: int, smalles
     th, tw = (tile, tile) if isinstance(tile, int) else tuple(tile)
     for side in (th, tw):
         if side <= 0 or side % multiple:
-            raise ValueError(f"tile={tile} must be a positive multiple of {multiple}, the side "
-                             f"multiple this model needs (e.g. {max(multiple, 256 // multiple * multiple)})")
+            raise ConfigError(f"tile={tile} must be a positive multiple of {multiple}, the side "
+                              f"multiple this model needs (e.g. {max(multiple, 256 // multiple * multiple)})")
         if side < smallest:
-            raise ValueError(f"tile={tile} is smaller than {smallest}, the smallest side this model accepts")
+            raise ConfigError(f"tile={tile} is smaller than {smallest}, the smallest side this model accepts")
     if overlap < 0 or overlap >= min(th, tw):
-        raise ValueError(f"overlap={overlap} must be >= 0 and smaller than the tile ({min(th, tw)})")
+        raise ConfigError(f"overlap={overlap} must be >= 0 and smaller than the tile ({min(th, tw)})")
     return th, tw
 
 
@@ -155,15 +156,15 @@ def forward_tiled(forward: Forward, x: Tensor, tile: tuple[int, int], overlap: i
 
 # ---------------------------------------------------------------- self-ensemble
 
-def dihedral(x: Tensor, k: int) -> Tensor:
+def ensemble_transform(x: Tensor, k: int) -> Tensor:
     """The k-th of the 8 flips/rotations (k in 0..7) of (..., H, W)."""
     if k >= 4:
         x = x.flip(-1)
     return torch.rot90(x, k % 4, dims=(-2, -1))
 
 
-def undo_dihedral(x: Tensor, k: int) -> Tensor:
-    """Inverse of `dihedral(., k)`."""
+def undo_ensemble_transform(x: Tensor, k: int) -> Tensor:
+    """Inverse of `ensemble_transform(., k)`."""
     x = torch.rot90(x, -(k % 4), dims=(-2, -1))
     return x.flip(-1) if k >= 4 else x
 
@@ -172,7 +173,7 @@ def forward_ensemble(forward: Forward, x: Tensor) -> Tensor:
     """Mean over the 8 dihedral transforms of `forward(t(x))`, each mapped back."""
     acc = None
     for k in range(8):
-        y = undo_dihedral(forward(dihedral(x, k).contiguous()), k).float()
+        y = undo_ensemble_transform(forward(ensemble_transform(x, k).contiguous()), k).float()
         acc = y if acc is None else acc + y
     return acc / 8
 
@@ -182,12 +183,12 @@ def forward_ensemble(forward: Forward, x: Tensor) -> Tensor:
 def autocast_context(device_type: str, precision: str) -> contextlib.AbstractContextManager:
     """Autocast for bf16/fp16; a no-op for fp32. fp16 only on CUDA."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
+        raise ConfigError(f"precision={precision!r}; choose one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
     if precision == "fp16" and device_type != "cuda":
-        raise ValueError("precision='fp16' needs a CUDA device (CPU float16 convolutions are not "
-                         "accelerated); use precision='bf16' on CPU")
+        raise ConfigError("precision='fp16' needs a CUDA device (CPU float16 convolutions are not "
+                          "accelerated); use precision='bf16' on CPU")
     return torch.autocast(device_type, dtype=PRECISIONS[precision])
 
 
@@ -212,8 +213,8 @@ def compiled(model: nn.Module) -> nn.Module:
 def _check_images(images: Tensor) -> None:
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"restore expects a (B,C,H,W) tensor, got {shape}; "
-                         f"use img.unsqueeze(0) for a single (C,H,W) image")
+        raise DataError(f"restore expects a (B,C,H,W) tensor, got {shape}; "
+                        f"use img.unsqueeze(0) for a single (C,H,W) image")
 
 
 def _pick_channels_last(channels_last: bool | None, precision: str, device_type: str) -> bool:
@@ -251,7 +252,7 @@ def restore(model: nn.Module, images: Tensor, *, tile: int | tuple[int, int] | N
     _check_images(images)
     in_c = getattr(model, "in_c", images.shape[1])
     if images.shape[1] != in_c:
-        raise ValueError(f"the model expects {in_c}-channel images, got {images.shape[1]} channels")
+        raise DataError(f"the model expects {in_c}-channel images, got {images.shape[1]} channels")
     param = next(model.parameters())
     device_type = param.device.type
     autocast = autocast_context(device_type, precision)

@@ -23,7 +23,7 @@ def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
     return torch.mean(torch.sqrt(diff * diff + eps * eps))
 
 
-def gaussian_kernel(dtype: torch.dtype = torch.float32, device=None) -> Tensor:
+def edge_loss_kernel(dtype: torch.dtype = torch.float32, device=None) -> Tensor:
     """The (5, 5) kernel; it sums to 1, so it keeps constant images constant."""
     k = torch.tensor(_GAUSS_1D, dtype=dtype, device=device)
     return torch.outer(k, k)
@@ -32,7 +32,7 @@ def gaussian_kernel(dtype: torch.dtype = torch.float32, device=None) -> Tensor:
 def gaussian_blur(x: Tensor) -> Tensor:
     """Depthwise 5x5 blur with replicate padding: (B, C, H, W) -> (B, C, H, W), any C."""
     channels = x.shape[1]
-    weight = gaussian_kernel(x.dtype, x.device).expand(channels, 1, 5, 5)
+    weight = edge_loss_kernel(x.dtype, x.device).expand(channels, 1, 5, 5)
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), weight, groups=channels)
 
 

@@ -21,6 +21,7 @@ from dgunet.atomic import write_text_atomic
 from dgunet.checkpoint import extract_state_dict, infer_structure, read_checkpoint
 from dgunet.errors import ConfigError
 from dgunet.evaluate import write_json_atomic
+from dgunet.jsonio import json_safe
 from dgunet.models import TASKS
 from dgunet.testrun import known, options
 from dgunet.testrun.datasets import KNOWN_DATASETS, TASK_DATASETS, DatasetSpec
@@ -141,14 +142,10 @@ def render_markdown(task: str, arch: str, rows: list[Row], header: list[str]) ->
     return "\n".join(lines) + "\n"
 
 
-def _json_value(value: float | None) -> float | str | None:
-    return value if value is None or math.isfinite(value) else str(value)
-
-
 def rows_json(task: str, arch: str, rows: list[Row], header: list[str]) -> dict:
     items = []
     for r in rows:
-        item = {k: _json_value(v) if isinstance(v, float) else v for k, v in asdict(r).items()}
+        item = json_safe(asdict(r))
         item["delta_psnr"], item["delta_ssim"] = r.delta_psnr, r.delta_ssim
         items.append(item)
     return {"task": task, "arch": arch, "settings": header, "rows": items}

@@ -17,7 +17,7 @@ from dgunet.errors import DataError
 from dgunet.evaluate import (
     evaluate_arrays,
     evaluate_folders,
-    list_images,
+    images_by_stem,
     load_image,
     match_pairs,
     write_json_atomic,
@@ -165,12 +165,12 @@ def test_load_image_rgb_gray_and_16bit(tmp_path):
 def test_listing_suffixes_and_duplicate_stems(tmp_path):
     for name in ("a.PNG", "b.jpeg", "c.txt"):
         (tmp_path / name).write_bytes(b"")
-    assert sorted(list_images(tmp_path)) == ["a", "b"]
+    assert sorted(images_by_stem(tmp_path)) == ["a", "b"]
     (tmp_path / "a.tif").write_bytes(b"")
     with pytest.raises(DataError, match="same name"):
-        list_images(tmp_path)
+        images_by_stem(tmp_path)
     with pytest.raises(DataError, match="not a folder"):
-        list_images(tmp_path / "nope")
+        images_by_stem(tmp_path / "nope")
 
 
 def test_cs_protocol_on_gray_tif(tmp_path):

@@ -10,12 +10,12 @@ import torch
 
 from dgunet.inference import (
     axis_weights,
-    dihedral,
+    ensemble_transform,
     forward_padded,
     forward_tiled,
     restore,
     tile_starts,
-    undo_dihedral,
+    undo_ensemble_transform,
 )
 from dgunet.models import build_model, fast
 from dgunet.models.blocks import MergeBlock, subspace_projection
@@ -153,14 +153,15 @@ def test_cs_tile_must_be_a_multiple_of_32():
 # ---------------------------------------------------------------- self-ensemble
 
 @pytest.mark.parametrize("k", range(8))
-def test_dihedral_round_trip(k):
+def test_ensemble_transform_round_trip(k):
     x = torch.rand(2, 3, 5, 7)
-    assert torch.equal(undo_dihedral(dihedral(x, k), k), x)
+    assert torch.equal(undo_ensemble_transform(ensemble_transform(x, k), k), x)
 
 
-def test_dihedral_gives_eight_distinct_transforms():
+def test_ensemble_transform_gives_eight_distinct_transforms():
     x = torch.arange(12.0).reshape(1, 1, 3, 4)
-    seen = {tuple(dihedral(x, k).flatten().tolist()) + tuple(dihedral(x, k).shape) for k in range(8)}
+    views = [ensemble_transform(x, k) for k in range(8)]
+    seen = {tuple(v.flatten().tolist()) + tuple(v.shape) for v in views}
     assert len(seen) == 8
 
 

@@ -8,7 +8,7 @@ import scipy.io
 
 from dgunet.data.kernels import (
     MAX_KERNEL_SIZE,
-    gaussian_kernel,
+    gaussian_blur_kernel,
     load_kernel,
     load_kernel_folder,
     load_kernels,
@@ -51,13 +51,13 @@ def test_motion_kernel_rejects_even_or_too_large_sizes():
             motion_kernel(np.random.default_rng(0), size)
 
 
-def test_gaussian_kernel_matches_its_formula_and_anisotropy_rotates():
-    k = gaussian_kernel(9, 1.5)
+def test_gaussian_blur_kernel_matches_its_formula_and_anisotropy_rotates():
+    k = gaussian_blur_kernel(9, 1.5)
     t = np.arange(9) - 4
     g = np.exp(-t**2 / (2 * 1.5**2))
     assert np.allclose(k, np.outer(g, g) / np.outer(g, g).sum())
-    wide_x = gaussian_kernel(15, 3.0, 0.7, angle=0.0)
-    wide_y = gaussian_kernel(15, 3.0, 0.7, angle=np.pi / 2)
+    wide_x = gaussian_blur_kernel(15, 3.0, 0.7, angle=0.0)
+    wide_y = gaussian_blur_kernel(15, 3.0, 0.7, angle=np.pi / 2)
     assert np.allclose(wide_x, wide_y.T)
     assert wide_x[7].sum() > wide_x[:, 7].sum()  # spread along x (columns)
 

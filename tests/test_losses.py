@@ -13,7 +13,7 @@ from dgunet.errors import ConfigError
 from dgunet.losses import (
     CharbonnierLoss,
     EdgeLoss,
-    gaussian_kernel,
+    edge_loss_kernel,
     laplacian,
     mixup,
     stage_loss,
@@ -35,8 +35,8 @@ def test_charbonnier_known_values():
     assert CharbonnierLoss(eps=0.1)(x, x).item() == pytest.approx(0.1)
 
 
-def test_gaussian_kernel_is_the_published_outer_product():
-    k = gaussian_kernel(torch.float64)
+def test_edge_loss_kernel_is_the_published_outer_product():
+    k = edge_loss_kernel(torch.float64)
     assert k.shape == (5, 5)
     assert k.sum().item() == pytest.approx(1.0)
     assert k[2, 2].item() == pytest.approx(0.16)

@@ -176,10 +176,10 @@ def test_gaussian_downsample_samples_phase_zero():
     torch.testing.assert_close(op.A_dagger(y)[inner], x[inner], rtol=1e-6, atol=0)  # float32 kernel
 
 
-def test_gaussian_kernel_is_normalised_and_sized():
-    k = physics.gaussian_kernel(1.5)
+def test_gaussian_prefilter_is_normalised_and_sized():
+    k = physics.gaussian_prefilter(1.5)
     assert k.shape == (11, 11) and k.sum().item() == pytest.approx(1.0, abs=1e-6)
-    assert physics.gaussian_kernel(0.0).tolist() == [[1.0]]
+    assert physics.gaussian_prefilter(0.0).tolist() == [[1.0]]
 
 
 # ------------------------------------------------------------------ Blur
@@ -256,6 +256,26 @@ def test_low_precision_and_gradients():
                                      (0.5, 512), (1.0, 1024)])
 def test_cs_rows_per_block(ratio, m):
     assert physics.CompressedSensing(ratio).matrix.shape == (m, 1024)
+
+
+def test_cs_measurement_count_is_the_published_rule_on_a_fine_grid():
+    """num_rows rounds before ceil; the published ceil(ratio * 1024 / 100) does not: on every
+    ratio of a 0.001% grid over (0, 100] they agree, so no Phi shape changes."""
+    from dgunet.models.cs import num_measurements
+    from dgunet.physics.cs import num_rows
+
+    for i in range(1, 100_001):
+        ratio = i / 1000
+        assert num_measurements(ratio) == math.ceil(ratio * 1024 / 100) == num_rows(ratio / 100, 32), ratio
+    assert num_rows(0.07, 10) == 7  # 0.07 * 10 * 10 is 7.000000000000001 in floats
+
+
+def test_cs_block_layout_has_one_owner():
+    from dgunet.models import cs as model_cs
+    from dgunet.physics import cs as physics_cs
+
+    assert model_cs.image_to_blocks is physics_cs.image_to_blocks
+    assert model_cs.blocks_to_image is physics_cs.blocks_to_image
 
 
 def test_cs_matrix_is_seeded_and_independent_of_the_global_rng():

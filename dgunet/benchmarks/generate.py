@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from dgunet.atomic import write_bytes_atomic, write_text_atomic
-from dgunet.data.kernels import gaussian_kernel, motion_kernel
+from dgunet.data.kernels import gaussian_blur_kernel, motion_kernel
 
 SEED = 20220619  # the first day of CVPR 2022
 MOTION_SIZES = (13, 15, 17, 19, 21, 23, 25, 25)  # 8 motion kernels, up to 25x25
@@ -43,7 +43,7 @@ def kernels() -> dict[str, np.ndarray]:
     for i, size in enumerate(MOTION_SIZES):
         out[f"motion_{i + 1:02d}"] = motion_kernel(np.random.default_rng([SEED, i]), size)
     for i, (size, sx, sy, angle) in enumerate(GAUSSIANS):
-        out[f"gauss_{i + 1:02d}"] = gaussian_kernel(size, sx, sy, angle)
+        out[f"gauss_{i + 1:02d}"] = gaussian_blur_kernel(size, sx, sy, angle)
     return out
 
 

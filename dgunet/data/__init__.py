@@ -5,7 +5,7 @@ from dgunet.data.check import FolderReport, check_dataset
 from dgunet.data.cs import CSCropDataset, load_y_image, studio_y
 from dgunet.data.io import list_images, read_image, save_png_atomic, to_uint8
 from dgunet.data.paired import PairedImageDataset, paired_files
-from dgunet.data.seeding import seed_everything, seed_worker, worker_init_fn
+from dgunet.data.seeding import seed_everything, seed_worker
 from dgunet.data.sidd import generate_sidd_patches
 
 __all__ = [
@@ -28,5 +28,4 @@ __all__ = [
     "seed_worker",
     "studio_y",
     "to_uint8",
-    "worker_init_fn",
 ]

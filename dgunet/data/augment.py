@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from dgunet.data.io import LUMA
+from dgunet.errors import ConfigError, DataError
 
 DIHEDRAL_MODES = 9  # randint(0, 8) in the published code: 0 and 8 are both identity
 
@@ -42,11 +43,11 @@ def random_crop(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The same random (size x size) window of two (C, H, W) images of equal H, W."""
     if inp.shape[-2:] != tgt.shape[-2:]:
-        raise ValueError(f"input {tuple(inp.shape)} and target {tuple(tgt.shape)} differ in size")
+        raise DataError(f"input {tuple(inp.shape)} and target {tuple(tgt.shape)} differ in size")
     crop_h, crop_w = _size2(size)
     height, width = tgt.shape[-2:]
     if crop_h > height or crop_w > width:
-        raise ValueError(f"crop {crop_h}x{crop_w} exceeds image {height}x{width}; pad first")
+        raise DataError(f"crop {crop_h}x{crop_w} exceeds image {height}x{width}; pad first")
     top = int(rng.integers(0, height - crop_h + 1))
     left = int(rng.integers(0, width - crop_w + 1))
     window = (..., slice(top, top + crop_h), slice(left, left + crop_w))
@@ -82,7 +83,7 @@ def dihedral(img: torch.Tensor, mode: int) -> torch.Tensor:
         return torch.rot90(img.flip(rows), dims=(rows, cols))
     if mode == 7:
         return torch.rot90(img.flip(cols), dims=(rows, cols))
-    raise ValueError(f"dihedral mode must be in 0..8, got {mode}")
+    raise ConfigError(f"dihedral mode must be in 0..8, got {mode}")
 
 
 def grayscale(img: torch.Tensor) -> torch.Tensor:

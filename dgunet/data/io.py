@@ -10,16 +10,11 @@ import numpy as np
 import torch
 
 from dgunet.atomic import write_bytes_atomic
-from dgunet.errors import DataError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+from dgunet.errors import ConfigError, DataError
+from dgunet.imagefiles import is_image
 
 # ITU-R BT.601 luma weights for R, G, B; OpenCV's gray and full-range YCrCb Y use them too.
 LUMA = (0.299, 0.587, 0.114)
-
-
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -58,7 +53,7 @@ def read_image(path: str | os.PathLike, channels: int = 3) -> torch.Tensor:
     itself for gray files).
     """
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise ConfigError(f"channels must be 1 or 3, got {channels}")
     return image_from_array(decode_image(path), path, channels)
 
 
@@ -112,7 +107,7 @@ def save_png_atomic(path: str | os.PathLike, image: torch.Tensor | np.ndarray) -
     path = Path(path)
     array = to_uint8(image) if isinstance(image, torch.Tensor) else np.asarray(image)
     if array.dtype != np.uint8:
-        raise ValueError(f"arrays to save must be uint8, got {array.dtype}")
+        raise DataError(f"arrays to save must be uint8, got {array.dtype}")
     if array.ndim == 3:
         array = array[:, :, ::-1]  # RGB -> OpenCV's BGR
     ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))

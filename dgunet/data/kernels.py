@@ -37,7 +37,8 @@ def normalise(kernel: np.ndarray) -> np.ndarray:
     return kernel / kernel.sum()
 
 
-def gaussian_kernel(size: int, sigma_x: float, sigma_y: float | None = None, angle: float = 0.0) -> np.ndarray:
+def gaussian_blur_kernel(size: int, sigma_x: float, sigma_y: float | None = None,
+                         angle: float = 0.0) -> np.ndarray:
     """(size, size) Gaussian, centred, with standard deviations sigma_x, sigma_y (pixels) along axes
     rotated by `angle` radians; sigma_y None: isotropic."""
     sigma_y = sigma_x if sigma_y is None else sigma_y
@@ -53,9 +54,9 @@ def random_gaussian_kernel(rng: np.random.Generator, size: int, sigma_range: tup
     """A Gaussian with sigma(s) uniform in `sigma_range` and, when anisotropic, a uniform angle."""
     sx = float(rng.uniform(*sigma_range))
     if isotropic:
-        return gaussian_kernel(size, sx)
+        return gaussian_blur_kernel(size, sx)
     sy = float(rng.uniform(*sigma_range))
-    return gaussian_kernel(size, sx, sy, float(rng.uniform(0, math.pi)))
+    return gaussian_blur_kernel(size, sx, sy, float(rng.uniform(0, math.pi)))
 
 
 def camera_trajectory(rng: np.random.Generator, steps: int = 256, jerk_prob: float = 0.01,

@@ -28,5 +28,3 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-
-worker_init_fn = seed_worker

@@ -21,8 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dgunet.data.io import is_image, save_png_atomic
+from dgunet.data.io import save_png_atomic
 from dgunet.errors import DataError
+from dgunet.imagefiles import is_image
 
 _GT = re.compile(r"GT_SRGB", re.IGNORECASE)
 

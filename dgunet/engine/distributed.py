@@ -182,7 +182,7 @@ class GlobalBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """Iterate epoch `epoch` from optimizer step `start_step` (0-based) on."""
         if not 0 <= start_step <= self.steps:
-            raise ValueError(f"start step {start_step} outside 0..{self.steps}")
+            raise ConfigError(f"start step {start_step} outside 0..{self.steps}")
         self.epoch, self.start_step = int(epoch), int(start_step)
 
     @property

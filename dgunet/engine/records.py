@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import json
-import math
 import weakref
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from tqdm import tqdm
 
 from dgunet.atomic import atomic_open, write_text_atomic, writing
+from dgunet.jsonio import json_safe
 
 METRICS = "metrics.jsonl"
 _OPEN_BARS: weakref.WeakSet = weakref.WeakSet()  # the bars of this process, for close_progress_bars
@@ -31,15 +31,6 @@ def read_metrics(out_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _json_value(x: Any) -> Any:
-    """JSON has no inf/nan: write them as strings ("inf" from a perfect reconstruction)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return str(x)
-    if isinstance(x, list):
-        return [_json_value(v) for v in x]
-    return x
 
 
 class Records:
@@ -89,7 +80,7 @@ class Records:
     def log_epoch(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        row = {k: _json_value(v) for k, v in row.items()}
+        row = json_safe(row)
         with writing(self.out_dir / METRICS), open(self.out_dir / METRICS, "a") as f:
             f.write(json.dumps(row) + "\n")
         if self.writer is not None:

@@ -24,8 +24,6 @@ from dgunet.models.blocks import MergeBlock, subspace_projection
 from dgunet.models.fast import fast_subspace_projection
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-ADAM_KINDS = ("loop", "foreach", "fused")
-SPEEDS = ("published", "fast")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ reconstructs it. With the sampling known, the gradient step is exact:
 The fixed step is relative to the operator as in the image models (dgunet.models.gradient): with
 orthonormal rows L = 1, so both read the same; dividing keeps a fixed matrix of another scale stable.
 A learned Phi keeps the published step bit for bit (its scale is learned together with r).
-The measurement count and the block layout are dgunet.physics.cs's (one rule for both).
+The measurement count and the block layout (image_to_blocks, blocks_to_image) are
+dgunet.physics.cs's, imported here: one rule for the model and the operator.
 A 32x32 input is a single block (the published first training phase); larger inputs are
 cut into blocks (the published "deblock" phase). One model serves both.
 """
@@ -20,30 +21,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from dgunet.errors import ConfigError
 from dgunet.models.blocks import Decoder, Encoder, GatedSAM, ResBlock, conv, shallow_feat
 from dgunet.models.image import NUM_STAGES, step_size
-from dgunet.physics.cs import from_blocks, num_rows, sampling_matrix, to_blocks
+from dgunet.physics.cs import blocks_to_image, image_to_blocks, num_rows, sampling_matrix
 
 BLOCK = 32
 CS_RATIOS = (1, 4, 10, 25, 30, 40, 50)
 
 
 def num_measurements(cs_ratio: float) -> int:
-    """m = ceil(ratio/100 * 1024): 1% -> 11, 10% -> 103, 25% -> 256, 50% -> 512 (physics' rule)."""
+    """m = ceil(ratio/100 * 1024): 1% -> 11, 10% -> 103, 25% -> 256, 50% -> 512.
+
+    The rule is physics.cs.num_rows's; this only converts the published percent. It equals the
+    published ceil(cs_ratio * 1024 / 100) on every ratio of a 0.001% grid (tests/test_physics.py),
+    so the Phi shapes of published checkpoints do not change.
+    """
     return num_rows(cs_ratio / 100, BLOCK)
-
-
-def image_to_blocks(img: Tensor, block: int = BLOCK) -> Tensor:
-    """(B,1,H,W), H and W multiples of `block` -> (B*H/block*W/block, block*block), row-major."""
-    b, c = img.shape[:2]
-    return to_blocks(img, block).permute(0, 2, 3, 1, 4).reshape(-1, c * block * block)
-
-
-def blocks_to_image(rows: Tensor, shape: torch.Size, block: int = BLOCK) -> Tensor:
-    """Inverse of `image_to_blocks`: (N, block*block) -> `shape` = (B,1,H,W)."""
-    b, c, h, w = shape
-    patches = rows.reshape(b, h // block, w // block, c, block * block).permute(0, 3, 1, 2, 4)
-    return from_blocks(patches, block)
 
 
 class Measurements:
@@ -103,9 +97,9 @@ class _CSUnfolding(nn.Module):
                  reduction: int = 4, bias: bool = False, phi: str = "learned", phi_seed: int = 0):
         super().__init__()
         if in_c != 1 or out_c != 1:
-            raise ValueError("the CS model reconstructs one channel: in_c = out_c = 1")
+            raise ConfigError("the CS model reconstructs one channel: in_c = out_c = 1")
         if phi not in ("learned", "fixed"):
-            raise ValueError(f"phi={phi!r}; choose 'learned' (published) or 'fixed'")
+            raise ConfigError(f"phi={phi!r}; choose 'learned' (published) or 'fixed'")
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
         self.in_c, self.out_c, self.cs_ratio, self.phi_mode = in_c, out_c, cs_ratio, phi
         self.step_scale: float | None = None  # 1/L of a fixed Phi; None: the published learned step
@@ -144,8 +138,8 @@ class _CSUnfolding(nn.Module):
         """
         matrix = sampling_matrix(self.cs_ratio / 100, block=BLOCK, seed=seed)
         if matrix.shape != self.Phi.shape:
-            raise ValueError(f"CompressedSensing({self.cs_ratio / 100:g}) has {matrix.shape[0]} rows; the "
-                             f"model samples {self.Phi.shape[0]} per block")
+            raise ConfigError(f"CompressedSensing({self.cs_ratio / 100:g}) has {matrix.shape[0]} rows; the "
+                              f"model samples {self.Phi.shape[0]} per block")
         with torch.no_grad():
             self.Phi.copy_(matrix)
         self.Phi.requires_grad_(False)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from dgunet.errors import ConfigError
 from dgunet.models.blocks import SAM, Decoder, Encoder, MergeBlock, ResBlock, conv, shallow_feat
 from dgunet.models.gradient import GRADIENTS, Observation, gradient_step, observe
 
@@ -113,9 +114,10 @@ class _ImageUnfolding(nn.Module):
                  gradient: str = "learned", noise_aware: bool = False):
         super().__init__()
         if gradient not in GRADIENTS:
-            raise ValueError(f"gradient={gradient!r}; choose one of {', '.join(GRADIENTS)}")
+            raise ConfigError(f"gradient={gradient!r}; choose one of {', '.join(GRADIENTS)}")
         if noise_aware and gradient == "learned":
-            raise ValueError("noise_aware=True needs a known operator: use gradient='known' or 'known+learned'")
+            raise ConfigError("noise_aware=True needs a known operator: use gradient='known' or "
+                              "'known+learned'")
         self.gradient, self.noise_aware = gradient, noise_aware
         self.in_c, self.out_c = in_c, out_c
         self.n_feat, self.scale_unetfeats, self.scale_orsnetfeats = n_feat, scale_unetfeats, scale_orsnetfeats

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from dgunet.errors import ConfigError
 from dgunet.models.cs import CSDGUNet, CSDGUNetPlus
 from dgunet.models.image import DGUNet, DGUNetPlus
 
@@ -67,7 +68,7 @@ def normalize_arch(arch: str) -> str:
     for name in ARCHS:
         if name.lower() == key:
             return name
-    raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    raise ConfigError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
 
 
 def get_variant(task: str, arch: str) -> Variant:

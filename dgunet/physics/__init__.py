@@ -8,9 +8,9 @@ image-space initial estimate) and `op(x)` = noise_model(A(x)). Anything else wit
 from dgunet.physics.base import Compose, Identity, LinearOperator, initial_estimate
 from dgunet.physics.blur import Blur
 from dgunet.physics.cs import CompressedSensing
-from dgunet.physics.downsample import Downsample, gaussian_kernel
+from dgunet.physics.downsample import Downsample, gaussian_prefilter
 from dgunet.physics.inpainting import Inpainting
 from dgunet.physics.noise import GaussianNoise
 
 __all__ = ["Blur", "Compose", "CompressedSensing", "Downsample", "GaussianNoise", "Identity", "Inpainting",
-           "LinearOperator", "gaussian_kernel", "initial_estimate"]
+           "LinearOperator", "gaussian_prefilter", "initial_estimate"]

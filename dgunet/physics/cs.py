@@ -2,8 +2,8 @@
 
 The layout is the published CS model's sampling (a stride-`block` convolution with the rows of
 Phi as filters): patch (i, j) of channel c, flattened row-major, gives the measurements
-y[:, c*m:(c+1)*m, i, j] = Phi @ patch. For block 32 and one channel this is exactly
-dgunet.models.cs.image_to_blocks(x) @ Phi^T, rearranged.
+y[:, c*m:(c+1)*m, i, j] = Phi @ patch. For one channel this is exactly image_to_blocks(x) @ Phi^T,
+rearranged. This module owns the layout and the measurement count; dgunet.models.cs imports both.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dgunet.physics.base import LinearOperator, check_image
 
 
 def num_rows(ratio: float, block: int) -> int:
-    """m = ceil(ratio * block^2); rounded first so that 0.25 * 1024 is 256, not 257 by float error."""
+    """m = ceil(ratio * block^2), the product rounded to 6 decimals first: 0.07 * 10^2 is 7.000000000000001
+    in floats, and would give 8 rows without the rounding (block 32 needs it for no ratio of a 0.001% grid)."""
     return math.ceil(round(ratio * block * block, 6))
 
 
@@ -60,6 +61,21 @@ def from_blocks(patches: Tensor, block: int) -> Tensor:
     b, c, h, w, _ = patches.shape
     patches = patches.reshape(b, c, h, w, block, block).permute(0, 1, 2, 4, 3, 5)
     return patches.reshape(b, c, h * block, w * block)
+
+
+def image_to_blocks(img: Tensor, block: int = 32) -> Tensor:
+    """(B,C,H,W), H and W multiples of `block` -> (B*H/block*W/block, C*block*block): one row per
+    block position (batch, then block rows, then block columns), each block row-major; the CS
+    models' layout (for C = 1, row @ Phi^T are the block's measurements)."""
+    b, c = img.shape[:2]
+    return to_blocks(img, block).permute(0, 2, 3, 1, 4).reshape(-1, c * block * block)
+
+
+def blocks_to_image(rows: Tensor, shape: torch.Size, block: int = 32) -> Tensor:
+    """Inverse of `image_to_blocks`: (N, C*block*block) -> `shape` = (B,C,H,W)."""
+    b, c, h, w = shape
+    patches = rows.reshape(b, h // block, w // block, c, block * block).permute(0, 3, 1, 2, 4)
+    return from_blocks(patches, block)
 
 
 class CompressedSensing(LinearOperator):

@@ -28,7 +28,7 @@ from dgunet.physics.bicubic import resize, resize_adjoint, resize_matrix
 from dgunet.physics.blur import Blur, kernel_spectrum
 
 
-def gaussian_kernel(sigma: float) -> Tensor:
+def gaussian_prefilter(sigma: float) -> Tensor:
     """(k,k) normalised Gaussian, k = 2*ceil(3 sigma) + 1 (sigma 0: the 1x1 identity kernel)."""
     radius = math.ceil(3 * sigma)
     t = torch.arange(-radius, radius + 1, dtype=torch.float64)
@@ -63,7 +63,7 @@ class Downsample(LinearOperator):
             self.sigma = (factor - 1) / 2 if sigma is None else float(sigma)
             if self.sigma < 0:
                 raise PhysicsError(f"Downsample: sigma={sigma}; give sigma >= 0")
-            kernel = gaussian_kernel(self.sigma)
+            kernel = gaussian_prefilter(self.sigma)
         if self.kind != "bicubic":
             self.blur = Blur(kernel, padding=padding, validate=validate)
 

@@ -20,8 +20,6 @@ from dgunet.checkpoint import Structure, extract_state_dict, infer_structure, lo
 from dgunet.errors import ConfigError
 from dgunet.models import VARIANTS, build_model, get_variant, normalize_arch
 
-WIDTH_KEYS = ("n_feat", "scale_unetfeats", "scale_orsnetfeats")
-
 
 @dataclass
 class LoadedModel:
