@@ -30,8 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from dgunet.errors import ConfigError, DataError, DGUNetError
+from dgunet.tasks import IMAGE_TASKS, KNOWN_PROTOCOLS
 
-TASKS = ("deblurring", "sr", "denoising", "deraining")
+TASKS = IMAGE_TASKS  # the image tasks of the task table (dgunet.tasks); cs restores measurements
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -86,8 +87,8 @@ def check_options(args: argparse.Namespace) -> Degradation:
     if args.sigma is not None and not (math.isfinite(args.sigma) and 0 <= args.sigma <= 1):
         raise ConfigError(f"--sigma {args.sigma}: give the noise std on [0, 1] images, e.g. 0.01 for 1% "
                           f"(2.55/255)")
-    if args.sigma is not None and args.task == "deraining":
-        raise ConfigError("--sigma does not apply to --task deraining (a blind model)")
+    if args.sigma is not None and args.task not in KNOWN_PROTOCOLS:
+        raise ConfigError(f"--sigma does not apply to --task {args.task} (a blind model)")
     if args.overlap is not None and args.tile is None:
         raise ConfigError("--overlap applies to --tile; give both")
     if args.tile is not None and (args.tile < 16 or args.tile % 8):
@@ -133,9 +134,6 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 # ---------------------------------------------------------------- the model
 
-SHIPPED = {"deblurring": "deblurring", "sr": "sr", "denoising": "denoising"}  # task -> shipped model
-
-
 def weights_for(args: argparse.Namespace, degradation: Degradation) -> str:
     """--weights, else the shipped model of the task (known operators only)."""
     from dgunet.pretrained import find, weights_path
@@ -146,7 +144,7 @@ def weights_for(args: argparse.Namespace, degradation: Degradation) -> str:
         raise ConfigError(f"--task {args.task} without a known degradation uses a published (blind) model: "
                           f"pass --weights W (the authors' checkpoint), or describe the degradation "
                           f"(deblurring: --kernel FILE; denoising: --sigma S)")
-    return str(weights_path(find(SHIPPED[args.task], degradation.scale)))
+    return str(weights_path(find(args.task, degradation.scale)))  # shipped models are named by task
 
 
 def load(args: argparse.Namespace, degradation: Degradation, device: torch.device):
