@@ -23,7 +23,8 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from dgunet.errors import ConfigError
-from dgunet.models import CS_RATIOS, TASKS, build_model, get_variant, normalize_arch
+from dgunet.models import CS_RATIOS, build_model, get_variant, normalize_arch
+from dgunet.tasks import TASK_NAMES, get_task
 
 PAPER_FILE = Path(__file__).with_name("paper_results.json")
 
@@ -55,7 +56,7 @@ def count_flops(model: nn.Module, x: torch.Tensor) -> int:
 
 def measure(task: str, arch: str, size: int, cs_ratio: float = 25) -> ModelInfo:
     """Parameters and FLOPs of the published `task`/`arch` model on one size x size image."""
-    extra = {"cs_ratio": cs_ratio} if task == "cs" else {}
+    extra = {"cs_ratio": cs_ratio} if get_task(task).is_cs else {}
     with torch.device("meta"):
         model = build_model(task, arch, **extra)
         x = torch.empty(1, model.in_c, size, size)
@@ -85,7 +86,7 @@ def report(info: ModelInfo, reference: float | None) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=TASK_NAMES)
     parser.add_argument("--arch", default="DGUNet", help="DGUNet or DGUNet_plus (default DGUNet)")
     parser.add_argument("--size", type=int, default=256, help="image side for the FLOP count (default 256)")
     parser.add_argument("--cs-ratio", type=float, default=25,

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dgunet import tasks
 from dgunet.errors import ConfigError
-from dgunet.models.registry import TASKS
 
 # 1-D binomial-like filter of the published edge loss; its outer product is the 5x5 kernel.
 _GAUSS_1D = (0.05, 0.25, 0.4, 0.25, 0.05)
@@ -106,6 +106,7 @@ def stage_loss(
 ) -> Tensor:
     """The published objective: a sum over the network's stage outputs (7 for DGUNet, final first).
 
+    The task table (dgunet.tasks) gives each task's objective and whether outputs are clamped to [0, 1]:
     deblurring, deraining (and sr, not in the paper): sum Charbonnier + edge_weight * sum EdgeLoss;
     denoising: sum Charbonnier on outputs clamped to [0, 1];
     cs: sum MSE on outputs clamped to [0, 1].
@@ -113,18 +114,25 @@ def stage_loss(
     is the published equal weighting, computed exactly as published.
     """
     if not outputs:
-        raise ValueError("stage_loss needs at least one output")
+        raise ConfigError("stage_loss needs at least one output")
     if stage_weights is not None:
         return weighted_stage_loss(outputs, target, task, edge_weight, eps, stage_weights)
-    if task in ("deblurring", "deraining", "sr"):
-        char = sum(charbonnier(out, target, eps) for out in outputs)
-        edge = sum(edge_loss(out, target, eps) for out in outputs)
+    spec = _task(task)
+    outs = [out.clamp(0, 1) for out in outputs] if spec.clamps_output else outputs
+    if spec.loss == tasks.CHARBONNIER_EDGE:
+        char = sum(charbonnier(out, target, eps) for out in outs)
+        edge = sum(edge_loss(out, target, eps) for out in outs)
         return char + edge_weight * edge
-    if task == "denoising":
-        return sum(charbonnier(out.clamp(0, 1), target, eps) for out in outputs)
-    if task == "cs":
-        return sum(F.mse_loss(out.clamp(0, 1), target) for out in outputs)
-    raise ConfigError(f"unknown task {task!r} for the loss; use one of {', '.join(TASKS)}")
+    if spec.loss == tasks.CHARBONNIER:
+        return sum(charbonnier(out, target, eps) for out in outs)
+    return sum(F.mse_loss(out, target) for out in outs)
+
+
+def _task(task: str) -> tasks.Task:
+    """The row of `task` in the task table: its objective and whether it clamps outputs."""
+    if task not in tasks.TASK_NAMES:
+        raise ConfigError(f"unknown task {task!r} for the loss; use one of {', '.join(tasks.TASK_NAMES)}")
+    return tasks.get_task(task)
 
 
 # The stage weights of the known-operator recipes (Deblurring/training_nonblind.yml,

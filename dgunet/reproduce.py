@@ -22,11 +22,11 @@ from dgunet.checkpoint import extract_state_dict, infer_structure, read_checkpoi
 from dgunet.errors import ConfigError
 from dgunet.evaluate import write_json_atomic
 from dgunet.jsonio import json_safe
-from dgunet.models import TASKS
+from dgunet.tasks import KNOWN_PROTOCOLS, TASK_NAMES, get_task
 from dgunet.testrun import known, options
 from dgunet.testrun.datasets import KNOWN_DATASETS, TASK_DATASETS, DatasetSpec
 from dgunet.testrun.results import DatasetResult, fmt_number
-from dgunet.testrun.runner import TASK_TITLES, make_context, run_datasets
+from dgunet.testrun.runner import make_context, run_datasets
 
 PAPER_FILE = Path(__file__).with_name("paper_results.json")
 DERAINING_AVERAGE = "Average"
@@ -90,7 +90,7 @@ def _row(paper: dict, task: str, arch: str, name: str, ratio: float | None,
 
 
 def average_row(paper: dict, task: str, arch: str, rows: list[Row]) -> Row:
-    """Deraining's Average: the mean of the five data-set means, only when all five were scored."""
+    """The Average row (deraining's): the mean of the data-set means, only when all were scored."""
     scored = [r for r in rows if r.psnr is not None]
     row = _row(paper, task, arch, DERAINING_AVERAGE, None, None, "")
     if len(scored) == len(rows):
@@ -113,7 +113,7 @@ def build_rows(paper: dict, task: str, arch: str, data_root: str,
         ratio_rows = [_row(paper, task, arch, spec.name, ratio, by_name.get(spec.name),
                            f"not found under {data_root} (skipped)")
                       for spec in specs]
-        if task == "deraining":
+        if get_task(task).reports_average:
             ratio_rows.append(average_row(paper, task, arch, ratio_rows))
         rows += ratio_rows
     return rows
@@ -129,7 +129,7 @@ def render_markdown(task: str, arch: str, rows: list[Row], header: list[str]) ->
     ssim_digits = 4 if cs else 3
     columns = ["Data set", *(["Ratio"] if cs else []), "Images", "PSNR", "SSIM", "Paper PSNR",
                "Paper SSIM", "Δ PSNR", "Δ SSIM", "Note"]
-    lines = [f"## {TASK_TITLES[task]}, {name}: ours vs. the paper (PSNR dB / SSIM)", "",
+    lines = [f"## {get_task(task).title}, {name}: ours vs. the paper (PSNR dB / SSIM)", "",
              *[f"- {h}" for h in header], "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
@@ -182,7 +182,7 @@ def weight_jobs(task: str, weights: list[str], ratios: list[float] | None) -> li
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--task", required=True, choices=TASKS)
+    parser.add_argument("--task", required=True, choices=TASK_NAMES)
     parser.add_argument("--weights", nargs="+",
                         help="checkpoint; for cs one file per ratio or a path with {ratio}")
     parser.add_argument("--data-root", required=True, help="folder holding the task's test sets")
@@ -208,9 +208,9 @@ def run(args: argparse.Namespace) -> int:
     out_root = Path(args.results) / task
     paper, runs, arch, restore = load_paper(), [], "DGUNet", None
     protocol = known.known_protocol(task, args)
-    if protocol and protocol != known.KNOWN_PROTOCOLS.get(task):
+    if protocol and protocol != KNOWN_PROTOCOLS.get(task):
         raise ConfigError(f"--protocol {protocol} belongs to --task "
-                          f"{next(t for t, p in known.KNOWN_PROTOCOLS.items() if p == protocol)}, not {task}")
+                          f"{next(t for t, p in KNOWN_PROTOCOLS.items() if p == protocol)}, not {task}")
     specs = list(KNOWN_DATASETS[protocol]) if protocol else list(TASK_DATASETS[task])
     baseline = protocol is not None and args.method != "model"
     jobs = [(None, None)] if baseline else weight_jobs(task, args.weights, args.cs_ratios)

@@ -30,8 +30,9 @@ import torch
 from torch import Tensor, nn
 
 from dgunet.errors import ConfigError, DataError, DGUNetError
+from dgunet.tasks import IMAGE_TASKS, KNOWN_PROTOCOLS
 
-TASKS = ("deblurring", "sr", "denoising", "deraining")
+TASKS = IMAGE_TASKS  # the image tasks of the task table (dgunet.tasks); cs restores measurements
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -86,8 +87,8 @@ def check_options(args: argparse.Namespace) -> Degradation:
     if args.sigma is not None and not (math.isfinite(args.sigma) and 0 <= args.sigma <= 1):
         raise ConfigError(f"--sigma {args.sigma}: give the noise std on [0, 1] images, e.g. 0.01 for 1% "
                           f"(2.55/255)")
-    if args.sigma is not None and args.task == "deraining":
-        raise ConfigError("--sigma does not apply to --task deraining (a blind model)")
+    if args.sigma is not None and args.task not in KNOWN_PROTOCOLS:
+        raise ConfigError(f"--sigma does not apply to --task {args.task} (a blind model)")
     if args.overlap is not None and args.tile is None:
         raise ConfigError("--overlap applies to --tile; give both")
     if args.tile is not None and (args.tile < 16 or args.tile % 8):

@@ -36,11 +36,10 @@ import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dgunet import tasks
 from dgunet.data.io import list_images
 from dgunet.data.paired import match_stems
 from dgunet.errors import DataError
-
-TASKS = ("deblurring", "deraining", "denoising", "cs")
 
 
 @dataclass(frozen=True)
@@ -87,6 +86,8 @@ LAYOUTS: dict[str, list[Expect]] = {
         Expect("test/BSD68", "images", 68, False),
     ],
 }
+# The tasks trained on data sets on disk (the task table's non-synthetic ones), in the table's order.
+TASKS = tuple(t.name for t in tasks.TASK_TABLE if t.data != tasks.SYNTHETIC)
 
 
 @dataclass

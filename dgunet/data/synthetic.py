@@ -31,6 +31,7 @@ from dgunet.data.augment import DIHEDRAL_MODES, center_crop, dihedral, pad_to, r
 from dgunet.data.io import list_images, read_image
 from dgunet.data.kernels import pad_kernel, random_kernel
 from dgunet.errors import ConfigError, DataError
+from dgunet.tasks import patch_multiple
 
 VAL_EPOCH = 2**31 - 1  # the generator slot of validation items: no training epoch reaches it
 
@@ -64,8 +65,8 @@ class DegradeSpec:
 
     @property
     def multiple(self) -> int:
-        """Image sides must be multiples of this: the U-Net's 8 and the scale."""
-        return int(np.lcm(8, self.scale))
+        """Image sides must be multiples of this: the U-Net's 8 and the scale (dgunet.tasks.patch_multiple)."""
+        return patch_multiple(self.scale)
 
 
 def delta_kernel(size: int) -> np.ndarray:

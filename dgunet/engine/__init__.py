@@ -20,11 +20,11 @@ from pathlib import Path
 from dgunet.config import load_config
 from dgunet.engine.trainer import TrainResult, train
 from dgunet.errors import DGUNetError
+from dgunet.tasks import TASK_FOLDERS
 
 __all__ = ["TrainResult", "build_parser", "config_from_args", "main", "train"]
 
-TASK_DIRS = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising": "Denoising",
-             "cs": "Compressive_Sensing", "sr": "Super_Resolution"}
+TASK_DIRS = TASK_FOLDERS  # task -> its folder, a view of the task table (dgunet.tasks)
 
 
 def build_parser(task: str) -> argparse.ArgumentParser:

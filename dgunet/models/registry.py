@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from torch import nn
 
 from dgunet.errors import ConfigError
+from dgunet import tasks
 from dgunet.models.cs import CSDGUNet, CSDGUNetPlus
 from dgunet.models.image import DGUNet, DGUNetPlus
+from dgunet.tasks import TASK_ALIASES, TASK_NAMES, get_task
 
-TASKS = ("deblurring", "deraining", "denoising", "cs", "sr")
-# Other spellings accepted for a task name.
-TASK_ALIASES = {"compressive_sensing": "cs", "super_resolution": "sr", "super-resolution": "sr"}
+TASKS = TASK_NAMES  # the task table's names (dgunet.tasks), under the name this module has exported
 ARCHS = ("DGUNet", "DGUNet_plus")
 
 
@@ -27,7 +27,7 @@ class Variant:
 
     @property
     def cls(self) -> type[nn.Module]:
-        if self.task == "cs":
+        if get_task(self.task).is_cs:
             return CSDGUNetPlus if self.arch == "DGUNet_plus" else CSDGUNet
         return DGUNetPlus if self.arch == "DGUNet_plus" else DGUNet
 
@@ -39,26 +39,16 @@ class Variant:
     @property
     def label(self) -> str:
         arch = "DGUNet+" if self.arch == "DGUNet_plus" else "DGUNet"
-        task = {"cs": "compressive sensing", "sr": "super-resolution"}.get(self.task, self.task)
-        return f"{arch} for {task} (n_feat={self.n_feat})"
+        return f"{arch} for {get_task(self.task).title.lower()} (n_feat={self.n_feat})"
 
 
-# Constructor defaults of each task's published model file.
+def _variant(task: tasks.Task, arch: str) -> Variant:
+    return Variant(task.name, arch, *task.widths[arch], published=task.published)
+
+
+# Constructor defaults of each task's published model file, from the task table.
 VARIANTS: dict[tuple[str, str], Variant] = {
-    (v.task, v.arch): v
-    for v in [
-        Variant("deblurring", "DGUNet", 80, 48, 32),
-        Variant("deblurring", "DGUNet_plus", 96, 48, 32),
-        Variant("denoising", "DGUNet", 80, 48, 32),
-        Variant("denoising", "DGUNet_plus", 80, 40, 32),
-        Variant("deraining", "DGUNet", 40, 20, 16),
-        Variant("deraining", "DGUNet_plus", 40, 20, 16),
-        Variant("cs", "DGUNet", 32, 16, 16),
-        Variant("cs", "DGUNet_plus", 32, 16, 16),
-        # Not in the paper: super-resolution with a known operator takes the deblurring widths.
-        Variant("sr", "DGUNet", 80, 48, 32, published=False),
-        Variant("sr", "DGUNet_plus", 96, 48, 32, published=False),
-    ]
+    (t.name, arch): _variant(t, arch) for t in tasks.TASK_TABLE for arch in ARCHS
 }
 
 
@@ -72,10 +62,11 @@ def normalize_arch(arch: str) -> str:
 
 
 def get_variant(task: str, arch: str) -> Variant:
-    task = TASK_ALIASES.get(task.lower(), task.lower())
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    return VARIANTS[(task, normalize_arch(arch))]
+    """The published widths of `task` (or an alias, any case) and `arch` (any spelling)."""
+    key = TASK_ALIASES.get(task.lower(), task.lower())
+    if key not in tasks.TASK_NAMES:  # read at call time: a registered task counts
+        raise ConfigError(f"unknown task {key!r}; choose one of {', '.join(tasks.TASK_NAMES)}")
+    return _variant(get_task(key), normalize_arch(arch))
 
 
 def build_model(task: str, arch: str = "DGUNet", **overrides) -> nn.Module:
@@ -100,7 +91,7 @@ def task_model(task: str, arch: str) -> type[nn.Module]:
 
     def __init__(self, *args, **kwargs):
         # Positional arguments keep the published order (in_c, out_c, n_feat, ...).
-        names = ["in_c", "out_c", *(["cs_ratio"] if task == "cs" else []), "n_feat",
+        names = ["in_c", "out_c", *(["cs_ratio"] if get_task(task).is_cs else []), "n_feat",
                  "scale_unetfeats", "scale_orsnetfeats", "kernel_size", "reduction", "bias"]
         if len(args) > len(names):
             raise TypeError(f"DGUNet takes at most {len(names)} positional arguments")

@@ -43,9 +43,9 @@ from dgunet.errors import ConfigError, DataError
 from dgunet.evaluate import EvaluationResult, ImageScore, write_json_atomic
 from dgunet.metrics.protocols import get_protocol
 from dgunet.physics.base import adjoint_shape, initial_estimate, operator_norm
+from dgunet.tasks import KNOWN_PROTOCOLS
 from dgunet.testrun.results import DatasetResult
 
-KNOWN_PROTOCOLS = {"deblurring": "nonblind", "denoising": "gaussian", "sr": "sr"}
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # bundled with scikit-image: no download
 PHOTO_SIZE = 192  # a multiple of 8 and of every SR scale
 Method = Callable[[Tensor, nn.Module, dict], Tensor]

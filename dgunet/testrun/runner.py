@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from dgunet.errors import ConfigError, DataError, DGUNetError
+from dgunet.tasks import get_task
 from dgunet.testrun import cs, dnd, known, options, paired, sidd
 from dgunet.testrun.context import Context
 from dgunet.testrun.datasets import (
@@ -33,8 +34,6 @@ RUNNERS: dict[str, Callable[..., DatasetResult]] = {
     "clean": known.run_known,
     "photos": known.run_known,
 }
-TASK_TITLES = {"deblurring": "Deblurring", "deraining": "Deraining", "denoising": "Denoising",
-               "cs": "Compressive sensing", "sr": "Super-resolution"}
 
 
 def locate(root: Path, specs: list[DatasetSpec], skip_missing: bool) -> list[tuple[DatasetSpec, Path | None]]:
@@ -83,7 +82,7 @@ def run_datasets(ctx: Context, specs: list[DatasetSpec], data_root: str | Path, 
 
 def build_parser(task: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=f"{TASK_TITLES[task]}: restore the test sets with DGUNet/DGUNet+ and score them "
+        description=f"{get_task(task).title}: restore the test sets with DGUNet/DGUNet+ and score them "
                     f"(see docs/testing.md)")
     names = [s.name for s in TASK_DATASETS[task]]
     if task in known.KNOWN_PROTOCOLS:
