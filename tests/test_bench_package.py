@@ -91,3 +91,32 @@ def test_the_cli_adds_only_the_named_commands_arguments():
     assert build_parser("bench").parse_args(["bench", "--size", "64"]).size == (64, 64)
     with pytest.raises(SystemExit):  # without the command named, bench's options are unknown
         build_parser().parse_args(["bench", "--size", "64"])
+
+
+def test_the_gpu_check_runs_the_files_it_is_given(capsys):
+    from dgunet.bench.gpucheck import main, plan
+
+    steps = plan("cuda", False, Path("t/test_cuda.py"), Path("r.yml"))
+    assert steps[0].args[-1] == "t/test_cuda.py"
+    data = next(s for s in steps if s.name == "data loader")
+    assert data.args[data.args.index("--config") + 1] == "r.yml" and "--task" not in data.args
+    assert "--task" in next(s for s in plan("cpu", True) if s.name == "data loader").args  # package defaults
+    assert main(["--device", "cpu", "--quick"]) == 2  # nothing runs without the test file
+    err = capsys.readouterr().err
+    assert "--cuda-tests (not given)" in err and "scripts/gpu_check.sh" in err and err.count("\n") == 1
+
+
+def test_the_data_bench_times_the_recipe_it_is_given():
+    from _engine_helpers import REPO
+
+    from dgunet.bench.data import recipe_task, task_config
+    from dgunet.errors import ConfigError
+
+    recipe = REPO / "Denoising" / "training.yml"
+    assert recipe_task(recipe, None) == "denoising" == recipe_task(recipe, "denoising")
+    assert recipe_task(None, None) == "deblurring" and recipe_task(None, "cs") == "cs"
+    with pytest.raises(ConfigError, match="--task deblurring, but .*trains denoising"):
+        recipe_task(recipe, "deblurring")
+    assert task_config("denoising", Path("x"), 2, 0, recipe=recipe).TRAIN.PATCH_SIZE == 128  # the recipe's
+    with pytest.raises(ConfigError, match="package defaults are no denoising recipe; pass one with --config"):
+        task_config("denoising", Path("x"), 2, 0)
