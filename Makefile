@@ -18,7 +18,7 @@ $(STAMP): requirements.txt pyproject.toml pytorch-gradual-warmup-lr/pyproject.to
 	touch $(STAMP)
 
 demo: setup
-	$(PY) -m dgunet demo --out demo_out
+	$(PY) -m dgunet demo --out demo_out --train-script Denoising/train.py --config Denoising/demo.yml
 
 test: setup
 	$(PY) -m pytest -q

@@ -24,24 +24,22 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command name; only `command`'s module is imported, to add its arguments."""
     parser = argparse.ArgumentParser(prog="python -m dgunet", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         command_parser = sub.add_parser(name, help=help_text, description=help_text)
         command_parser.set_defaults(_module=module_name)
-        # Arguments are added lazily below, only for the command being run.
+        if name == command:
+            importlib.import_module(module_name).add_arguments(command_parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
-    # First pass: find the command, then let its module declare its arguments.
-    name = next((a for a in argv if not a.startswith("-")), None)
-    if name in COMMANDS:
-        module = importlib.import_module(COMMANDS[name][0])
-        module.add_arguments(parser._subparsers._group_actions[0].choices[name])
+    # The command is the first word that is no option; its module then declares its arguments.
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:

@@ -2,7 +2,8 @@
 
 1. Build a paired data set from photos that scikit-image ships: Gaussian noise of sigma 25 on
    8-bit RGB. Training crops come from some photos; other photos are held out.
-2. Train a reduced-width DGUNet with the real `Denoising/train.py` and `Denoising/demo.yml`.
+2. Train a reduced-width DGUNet with the real `Denoising/train.py` and `Denoising/demo.yml`
+   (passed in with --train-script and --config: `make demo` names the checkout's).
 3. Restore the held-out photos with the real test path and score them with the real metrics
    (RGB PSNR and MATLAB-style SSIM, the GoPro/SIDD protocol).
 4. Write pictures to the output folder and print a table.
@@ -26,7 +27,6 @@ import numpy as np
 from dgunet.atomic import atomic_open, write_bytes_atomic, write_text_atomic, writing
 from dgunet.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 NOISE_SIGMA = 25.0
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
 # Held out: never seen in training. (name, top, left) of a 128x128 view.
@@ -38,6 +38,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     parser.add_argument("--epochs", type=int, default=None, help="override demo.yml's epochs")
     parser.add_argument("--opts", nargs="*", default=[], help="more KEY VALUE overrides for train.py")
+    parser.add_argument("--train-script", help="the training script to run (make demo: Denoising/train.py)")
+    parser.add_argument("--config", help="its recipe (make demo: Denoising/demo.yml)")
+
+
+def training_files(args) -> tuple[Path, Path]:
+    """(train.py, its yml) from --train-script and --config; ConfigError naming the fix when missing."""
+    script, recipe = getattr(args, "train_script", None), getattr(args, "config", None)
+    for flag, given in (("--train-script", script), ("--config", recipe)):
+        if not given or not Path(given).is_file():
+            raise ConfigError(f"demo {flag} {given or '(not given)'}: the demo trains with the checkout's "
+                              f"Denoising/train.py and Denoising/demo.yml; run `make demo`, or pass "
+                              f"--train-script Denoising/train.py --config Denoising/demo.yml")
+    return Path(script).resolve(), Path(recipe).resolve()
 
 
 def photo(name: str) -> np.ndarray:
@@ -89,8 +102,10 @@ def build_dataset(root: Path, seed: int = 0) -> dict[str, Path]:
     return folders
 
 
-def run_training(data: dict[str, Path], run_dir: Path, epochs: int | None, extra: list[str]) -> Path:
-    """The real Denoising/train.py with demo.yml, in a child process. Returns the run folder.
+def run_training(data: dict[str, Path], run_dir: Path, epochs: int | None, extra: list[str],
+                 files: tuple[Path, Path]) -> Path:
+    """The real train.py with its recipe (files: Denoising/train.py, demo.yml), in a child process.
+    Returns the run folder.
 
     A previous demo run is removed first: the engine (rightly) refuses to start a fresh run
     over an existing one, and the demo always starts from scratch.
@@ -102,9 +117,9 @@ def run_training(data: dict[str, Path], run_dir: Path, epochs: int | None, extra
             "OUTPUT.DIR", str(run_dir.parent), "OUTPUT.NAME", run_dir.name]
     if epochs is not None:
         opts += ["OPTIM.NUM_EPOCHS", str(epochs)]
-    command = [sys.executable, str(REPO / "Denoising" / "train.py"),
-               "--config", str(REPO / "Denoising" / "demo.yml"), "--opts", *opts, *extra]
-    print("training: python Denoising/train.py --config Denoising/demo.yml", flush=True)
+    script, recipe = files
+    command = [sys.executable, str(script), "--config", str(recipe), "--opts", *opts, *extra]
+    print(f"training: python {script} --config {recipe}", flush=True)
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, env=env, check=False)
     if done.returncode != 0:
@@ -252,8 +267,9 @@ def run(args) -> int:
     out = Path(args.out).resolve()
     with writing(out):
         out.mkdir(parents=True, exist_ok=True)
+    files = training_files(args)
     data = build_dataset(out / "data")
-    run_dir = run_training(data, out / "train" / "demo", args.epochs, args.opts)
+    run_dir = run_training(data, out / "train" / "demo", args.epochs, args.opts, files)
     weights = run_dir / "model_best.pth"
     if not weights.exists():
         weights = run_dir / "model_latest.pth"

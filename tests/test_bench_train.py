@@ -10,8 +10,10 @@ import pytest
 import torch
 from _engine_helpers import REPO, make_task_data, task_config
 
-from dgunet.bench_data import loader_rate, worker_counts, workers_needed, write_stand_in
-from dgunet.bench_train import (
+from dgunet.bench.data import loader_rate, worker_counts, workers_needed, write_stand_in
+from dgunet.bench.gpucheck import BEGIN, END, rewrite_section
+from dgunet.bench.peaks import gpu_peaks
+from dgunet.bench.train import (
     TrainPath,
     TrainRow,
     graph_breaks,
@@ -24,10 +26,8 @@ from dgunet.config import load_config
 from dgunet.engine.distributed import DistEnv
 from dgunet.engine.speed import SpeedOptions, fast_preset, make_adam, speed_options
 from dgunet.errors import ConfigError
-from dgunet.gpucheck import BEGIN, END, rewrite_section
 from dgunet.models.fast import fast_subspace_projection
 from dgunet.models.registry import build_model
-from dgunet.peaks import gpu_peaks
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4}
@@ -211,7 +211,7 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
 
 
 def test_gpu_check_refuses_cuda_without_a_gpu(capsys):
-    from dgunet.gpucheck import main
+    from dgunet.bench.gpucheck import main
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
@@ -243,7 +243,7 @@ def test_decode_cache_yields_the_same_samples(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_check_steps_fail_on_errors_timeouts_and_a_spent_budget(capsys):
-    from dgunet.gpucheck import Step, run_step
+    from dgunet.bench.gpucheck import Step, run_step
 
     assert run_step(Step("ok", ["-c", "print('fine')"], 60), seconds_left=60).ok
     failed = run_step(Step("exit 3", ["-c", "import sys; sys.exit(3)"], 60), seconds_left=60)

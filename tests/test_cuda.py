@@ -16,7 +16,7 @@ import torch
 from _engine_helpers import PYTHON, REPO, env_one_thread, free_port, make_task_data, small_opts, task_config
 from _testpy_data import make_paired, tiny_checkpoint
 
-from dgunet.bench_train import TrainPath, graph_breaks, make_stepper
+from dgunet.bench.train import TrainPath, graph_breaks, make_stepper
 from dgunet.engine.speed import SpeedOptions
 from dgunet.inference import restore
 from dgunet.models.keyed_init import keyed_state_dict

@@ -153,7 +153,7 @@ GPU_WINDOW_S = 12 * 60  # what the first GPU run gets for the check on one H100/
 
 @pytest.mark.parametrize(("device", "quick"), [("cuda", False), ("cpu", True), ("cpu", False)])
 def test_every_plan_fits_its_budget(device, quick):
-    from dgunet.gpucheck import default_budget, plan
+    from dgunet.bench.gpucheck import default_budget, plan
 
     steps = plan(device, quick)
     assert sum(s.timeout for s in steps) < default_budget(device, quick)
@@ -163,7 +163,7 @@ def test_every_plan_fits_its_budget(device, quick):
 
 
 def test_the_cuda_plan_fits_twelve_minutes_most_valuable_first_compile_last():
-    from dgunet.gpucheck import CUDA_BUDGET_S, plan
+    from dgunet.bench.gpucheck import CUDA_BUDGET_S, plan
 
     steps = plan("cuda", quick=False)
     assert sum(s.timeout for s in steps) < CUDA_BUDGET_S <= GPU_WINDOW_S - 60  # a minute of margin at least
@@ -176,7 +176,7 @@ def test_the_cuda_plan_fits_twelve_minutes_most_valuable_first_compile_last():
 
 
 def test_dry_run_prints_the_plan_with_each_steps_budget(capsys):
-    from dgunet.gpucheck import main, plan
+    from dgunet.bench.gpucheck import main, plan
 
     for argv, steps in ((["--device", "cpu", "--quick", "--plan"], plan("cpu", True)),
                         (["--plan"], plan("cuda", False))):  # the CUDA plan is readable without a GPU
@@ -189,13 +189,13 @@ def test_dry_run_prints_the_plan_with_each_steps_budget(capsys):
 
 
 def outcome(name: str, ok: bool, output: str, skipped: bool = False, optional: bool = False):
-    from dgunet.gpucheck import Outcome, Step
+    from dgunet.bench.gpucheck import Outcome, Step
 
     return Outcome(Step(name, ["-c", "pass"], 60, optional=optional), ok, 1.0, output, skipped=skipped)
 
 
 def test_the_docs_writer_refuses_a_failed_or_skipped_step():
-    from dgunet.gpucheck import step_block
+    from dgunet.bench.gpucheck import step_block
 
     with pytest.raises(ValueError, match="inference 256x256.*FAILED"):
         step_block(outcome("inference 256x256", False, "| faithful | 9.9 |"), "H200", "today")
@@ -204,7 +204,7 @@ def test_the_docs_writer_refuses_a_failed_or_skipped_step():
 
 
 def test_a_failed_run_keeps_the_good_numbers_of_an_earlier_one(tmp_path):
-    from dgunet.gpucheck import BEGIN, END, write_results
+    from dgunet.bench.gpucheck import BEGIN, END, write_results
 
     docs = tmp_path / "benchmarks.md"
     docs.write_text(f"# Benchmarks\n\n{BEGIN}\n_Not yet run on a GPU._\n{END}\n\nafter\n")
@@ -233,7 +233,7 @@ def test_a_failed_run_keeps_the_good_numbers_of_an_earlier_one(tmp_path):
 
 
 def test_only_required_steps_decide_the_exit_status():
-    from dgunet.gpucheck import required_passed, summary
+    from dgunet.bench.gpucheck import required_passed, summary
 
     optional_failed = [outcome("cuda tests", True, ""), outcome("compile", False, "", optional=True)]
     assert required_passed(optional_failed)
@@ -263,9 +263,9 @@ def test_the_training_batchs_operator_is_copied_without_blocking(monkeypatch):
 
 
 def test_cuda_peak_counts_only_what_the_path_allocates(monkeypatch):
-    """bench.cuda_peak under a simulated allocator: 3 GiB resident (other paths' copies), the
+    """bench.memory.cuda_peak under a simulated allocator: 3 GiB resident (other paths' copies), the
     run peaks at 5 GiB: the figure is 2 GiB."""
-    from dgunet import bench
+    from dgunet.bench import memory as bench
 
     gib = 2 ** 30
     state = {"allocated": 3 * gib, "peak": 7 * gib}  # an earlier path peaked at 7 GiB

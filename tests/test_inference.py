@@ -418,18 +418,20 @@ def test_bench_arguments_and_table():
     import argparse
 
     from dgunet import bench
+    from dgunet.bench import inference
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     args = parser.parse_args(["--size", "64", "--large-size", "1280x720", "--paths", "faithful", "fast"])
     assert args.size == (64, 64) and args.large_size == (720, 1280)
-    paths = bench.check_args(args)
+    paths = inference.check_args(args)
     # The child re-parses the same settings.
-    child = parser.parse_args(bench.child_command(args, "fast", "/tmp/x.pt")[4:])
+    child = parser.parse_args(inference.child_command(args, "fast", "/tmp/x.pt")[4:])
     assert (child.size, child.large_size, child.child) == (args.size, args.large_size, "fast")
     out = torch.rand(1, 3, 8, 8)
-    rows = [bench.Row(paths[0], (8, 8), [2.0, 2.2, 1.8], out), bench.Row(paths[1], (8, 8), [1.0], out + 1e-3)]
-    text = bench.table(rows, {False: out}, batch=1)
+    rows = [inference.Row(paths[0], (8, 8), [2.0, 2.2, 1.8], out),
+            inference.Row(paths[1], (8, 8), [1.0], out + 1e-3)]
+    text = inference.table(rows, {False: out}, batch=1)
     assert "| fast |" in text and "2.00x" in text and "1.00e-03" in text
 
 
@@ -437,10 +439,11 @@ def test_bench_rejects_bad_settings():
     import argparse
 
     from dgunet import bench
+    from dgunet.bench.inference import check_args
     from dgunet.errors import ConfigError
 
     parser = argparse.ArgumentParser()
     bench.add_arguments(parser)
     for argv in (["--paths", "fp16"], ["--paths", "tiled", "--tile", "100"], ["--runs", "0"]):
         with pytest.raises(ConfigError):
-            bench.check_args(parser.parse_args(argv))
+            check_args(parser.parse_args(argv))

@@ -379,7 +379,7 @@ def test_bad_construction_gives_one_line_errors(make, fix):
 
 @pytest.mark.slow
 def test_physics_bench_reports_each_operator_share(one_thread):
-    from dgunet.physics.timing import operator_share, report
+    from dgunet.bench.physics import operator_share, report
 
     timings = operator_share(size=32, warmup=0, repeats=1)
     assert [t.name for t in timings][0] == "DGUNet forward" and len(timings) == 5

@@ -4,7 +4,7 @@ All paths start from the same weights and train on the same batch, in one proces
 warmed up, then the paths take turns step after step and the median is reported with its
 speed ratio to `published` (fp32, NCHW, eager, for-loop Adam, the published loss), peak
 memory, the model FLOP/s (forward + backward as torch.utils.flop_counter counts them) and
-the MFU against the device's dense peak (`dgunet.peaks`), and how far the first step's loss
+the MFU against the device's dense peak (`dgunet.bench.peaks`), and how far the first step's loss
 lies from the published one (a check that the path computes the same function).
 
     python -m dgunet bench --train-step --size 128 --train-batch 2
@@ -23,11 +23,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from dgunet.bench.inputs import bench_input, load_model
+from dgunet.bench.memory import cuda_peak, gib, peak_rss_bytes, release_free_memory, reset_peak_rss, rss_bytes
+from dgunet.bench.peaks import peak_flops, precision_of
+from dgunet.bench.timer import sync, time_in_turns
 from dgunet.engine.speed import AMP_DTYPES, SpeedOptions, fast_preset, make_adam, prepare_model
 from dgunet.errors import ConfigError
 from dgunet.inference import cpu_has_fast_bf16
 from dgunet.losses import stage_loss
-from dgunet.peaks import peak_flops, precision_of
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,7 @@ def make_stepper(base: nn.Module, path: TrainPath, x: Tensor, clean: Tensor, tas
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        if device == "cuda":
-            torch.cuda.synchronize()
+        sync(device)
         return loss.detach()
 
     return Stepper(path, step, model)
@@ -118,26 +120,9 @@ def graph_breaks(model: nn.Module, x: Tensor) -> int:
 
 # ---------------------------------------------------------------- memory
 
-def release_free_memory() -> None:
-    """Give freed heap pages back to the OS (glibc malloc_trim), so that the RSS peak of the
-    next step counts what that step allocates, not pages kept from earlier paths."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        ctypes.CDLL(name).malloc_trim(0)
-    except (OSError, AttributeError, TypeError):
-        pass  # not glibc: the peak may then undercount
-
-
 def peak_memory(stepper: Stepper, device: str) -> str:
     """Peak memory of one more step over what was resident before it (weights, optimizer state
     and every other path's copies): the CUDA allocator's growth, or on CPU the RSS growth."""
-    from dgunet.bench import cuda_peak, gib, peak_rss_bytes, reset_peak_rss, rss_bytes
-
     if device == "cuda":
         return f"+{gib(cuda_peak(stepper.step))} allocated"
     release_free_memory()
@@ -185,8 +170,6 @@ def train_table(rows: list[TrainRow], batch: int, flops: int, peaks: dict[str, f
 
 def run_train_bench(args: argparse.Namespace) -> str:
     """Everything `--train-step` prints after the machine line."""
-    from dgunet.bench import bench_input, load_model, time_interleaved
-
     if args.train_batch < 1:
         raise ConfigError("--train-batch must be at least 1")
     paths = train_paths(args.device, args.compile)
@@ -198,7 +181,7 @@ def run_train_bench(args: argparse.Namespace) -> str:
                               f"need --compile)")
         paths = [p for p in paths if p.name in args.train_paths or p.name == "published"]
     base = load_model(args).train()
-    x, clean = bench_input(argparse.Namespace(**{**vars(args), "batch": args.train_batch}), False)
+    x, clean = bench_input(args, False, batch=args.train_batch)
     notes = []
     flops = train_flops(base, x, clean, args.task)
     peaks = peak_flops(args.device, threads=torch.get_num_threads())
@@ -210,7 +193,7 @@ def run_train_bench(args: argparse.Namespace) -> str:
     first = {s.path.name: float(s.step()) for s in steppers}  # same weights, same batch: same loss
     print(f"timing training paths {', '.join(first)}: {args.warmup} warm-up + {args.runs} steps each, in turns",
           flush=True)
-    times, _ = time_interleaved({s.path.name: s.step for s in steppers}, args.warmup, args.runs)
+    times, _ = time_in_turns({s.path.name: s.step for s in steppers}, args.warmup, args.runs, args.device)
     if args.device == "cpu":  # other jobs may have slowed the first GEMM measurement: keep the best
         again = peak_flops(args.device)
         peaks.update({k: max(v, again[k]) for k, v in peaks.items() if k != "source"})

@@ -1,4 +1,4 @@
-"""`python -m dgunet.gpucheck` (scripts/gpu_check.sh): one command that checks a GPU machine.
+"""`python -m dgunet.bench.gpucheck` (scripts/gpu_check.sh): one command that checks a GPU machine.
 
 GPU time comes rarely and briefly, so the check fits 12 minutes on one H100/H200 with margin:
 its steps run in order of value, each in its own process under its own time limit, and the
@@ -11,9 +11,14 @@ limits add up to less than the whole check's budget (600 s by default on CUDA):
 Steps 1-3 are required: the exit status is 0 when all three passed. An optional step that
 fails or finds the budget spent is reported and changes nothing else.
 
-Results go into docs/benchmarks.md (or --docs) only for steps that passed, one block per step
-between the markers below, with the card's name: a failed or skipped step leaves the block of
-an earlier good run as it was. The file is rewritten atomically, once, after all steps.
+Results go into the --docs file only for steps that passed, one block per step between the
+markers below, with the card's name: a failed or skipped step leaves the block of an earlier
+good run as it was. The file is rewritten atomically, once, after all steps.
+
+The package knows nothing of the checkout: the test file (--cuda-tests), the recipe the data
+loader step times (--data-config) and the docs file (--docs) are passed in; scripts/gpu_check.sh
+passes the checkout's tests/test_cuda.py, Deblurring/training.yml (Denoising/ with --quick)
+and docs/benchmarks.md (not with --quick). Steps run in the current folder.
 
     scripts/gpu_check.sh                          # CUDA, about 10 minutes at most
     scripts/gpu_check.sh --plan                   # print the CUDA plan and its budgets, run nothing
@@ -37,13 +42,13 @@ import torch
 
 from dgunet.atomic import write_text_atomic
 
-REPO = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- gpu-check:begin (written by scripts/gpu_check.sh; edits here are replaced) -->"
 END = "<!-- gpu-check:end -->"
 HEADING = "## GPU check results"
 # The whole check on CUDA: 10 minutes, leaving 2 of the 12 for the machine's start and the copies.
 CUDA_BUDGET_S = 600
 CPU_BUDGETS_S = {True: 600, False: 3600}  # --device cpu, by --quick
+NO_TESTS = "<the cuda test file: --cuda-tests>"  # in a plan printed without one
 
 
 @dataclass(frozen=True)
@@ -76,17 +81,23 @@ def bench(*args: str) -> list[str]:
     return ["-m", "dgunet", "bench", *args]
 
 
-def cuda_tests(timeout: int) -> Step:
-    """tests/test_cuda.py without its compile test (minutes of compilation: step 6's business)."""
+def cuda_tests(timeout: int, test_file: Path | None) -> Step:
+    """The cuda tests without their compile test (minutes of compilation: step 6's business)."""
     pytest = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "cuda", "-k", "not compiled"]
-    return Step("cuda tests", [*pytest, str(REPO / "tests" / "test_cuda.py")], timeout, key="cuda-tests")
+    return Step("cuda tests", [*pytest, str(test_file or NO_TESTS)], timeout, key="cuda-tests")
 
 
-def cuda_plan() -> list[Step]:
+def data_step(timeout: int, task: str, recipe: Path | None, *options: str) -> Step:
+    """The data loader bench of `recipe` (the package defaults for `task` when None)."""
+    source = ["--config", str(recipe)] if recipe else ["--task", task]
+    return Step("data loader", bench("--data", *source, *options), timeout, optional=True)
+
+
+def cuda_plan(tests: Path | None = None, recipe: Path | None = None) -> list[Step]:
     """The full check on one CUDA GPU, most valuable first; limits sum to 585 s."""
     train = ["--device", "cuda", "--train-step", "--size", "256", "--train-batch", "8"]
     return [
-        cuda_tests(150),
+        cuda_tests(150, tests),
         Step("inference 256x256", bench("--device", "cuda", "--size", "256", "--runs", "5", "--paths",
                                         "faithful", "fast-merge", "channels-last", "bf16-cl", "fp16-cl"), 90),
         Step("training step, published batch per GPU", bench(
@@ -94,39 +105,38 @@ def cuda_plan() -> list[Step]:
             "fast", "--runs", "5", "--warmup", "2"), 150, key="training-step"),
         Step("inference 1280x720", bench("--device", "cuda", "--large-size", "1280x720", "--paths", "large",
                                          "large-bf16-cl", "large-fp16-cl", "--runs", "3"), 60, optional=True),
-        Step("data loader", bench("--data", "--task", "deblurring", "--workers", "8", "--train-batch", "8",
-                                  "--data-batches", "4", "--stand-in-count", "16"), 45, optional=True),
+        data_step(45, "deblurring", recipe, "--workers", "8", "--train-batch", "8", "--data-batches", "4",
+                  "--stand-in-count", "16"),
         Step("torch.compile training step", bench(*train, "--compile", "--train-paths", "fast", "fast+compile",
                                                   "--runs", "3", "--warmup", "1", "--no-memory"), 90,
              optional=True, key="compile"),
     ]
 
 
-def cpu_plan(quick: bool) -> list[Step]:
+def cpu_plan(quick: bool, tests: Path | None = None, recipe: Path | None = None) -> list[Step]:
     """The same steps on the CPU: tiny sizes with `quick` (a dry run of the plan), else 128-256."""
     if quick:
         half = ["bf16-cl"] if _cpu_bf16() else []
-        return [cuda_tests(120),
+        return [cuda_tests(120, tests),
                 Step("inference 64x64", bench("--device", "cpu", "--size", "64", "--paths", "faithful", *half,
                                               "--no-memory", "--runs", "1", "--warmup", "0"), 120),
                 Step("training step 32x32", bench("--device", "cpu", "--train-step", "--size", "32",
                                                   "--train-batch", "1", "--train-paths", "fast", "--runs", "1",
                                                   "--warmup", "0", "--no-memory"), 180, key="training-step"),
-                Step("data loader", bench("--data", "--task", "denoising", "--workers", "1", "--train-batch",
-                                          "2", "--data-batches", "2", "--stand-in-count", "4"), 120,
-                     optional=True)]
-    return [cuda_tests(300),
+                data_step(120, "denoising", recipe, "--workers", "1", "--train-batch", "2", "--data-batches",
+                          "2", "--stand-in-count", "4")]
+    return [cuda_tests(300, tests),
             Step("inference 256x256", bench("--device", "cpu", "--size", "256", "--runs", "2"), 900),
             Step("training step 128x128", bench("--device", "cpu", "--train-step", "--size", "128",
                                                 "--train-batch", "2", "--runs", "2"), 1800,
                  key="training-step"),
-            Step("data loader", bench("--data", "--task", "deblurring", "--workers", "8", "--train-batch", "8"),
-                 300, optional=True)]
+            data_step(300, "deblurring", recipe, "--workers", "8", "--train-batch", "8")]
 
 
-def plan(device: str, quick: bool) -> list[Step]:
-    """The steps of a check on `device`; `quick`: tiny sizes, one run each (CPU only)."""
-    return cuda_plan() if device == "cuda" else cpu_plan(quick)
+def plan(device: str, quick: bool, tests: Path | None = None, recipe: Path | None = None) -> list[Step]:
+    """The steps of a check on `device`; `quick`: tiny sizes, one run each (CPU only). tests: the
+    cuda test file; recipe: the training yml the data loader step times."""
+    return cuda_plan(tests, recipe) if device == "cuda" else cpu_plan(quick, tests, recipe)
 
 
 def default_budget(device: str, quick: bool) -> int:
@@ -151,7 +161,7 @@ def _cpu_bf16() -> bool:
 def _run_limited(args: list[str], limit: int) -> tuple[bool, str]:
     """Run `python *args` for at most `limit` s; on timeout kill its whole process group (a
     torchrun or test.py grandchild must not keep the GPU busy for the next step)."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
     try:
         out, err = proc.communicate(timeout=limit)
@@ -184,7 +194,7 @@ def run_step(step: Step, seconds_left: float) -> Outcome:
 def card_name(device: str) -> str:
     if device == "cuda" and torch.cuda.is_available():
         return f"{torch.cuda.get_device_name()} x{torch.cuda.device_count()}"
-    from dgunet.bench import machine
+    from dgunet.bench.machine import machine
 
     return machine()
 
@@ -271,8 +281,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     parser.add_argument("--quick", action="store_true", help="CPU: tiny sizes, one run each (about a minute)")
     parser.add_argument("--plan", action="store_true", help="print the steps and their limits, run nothing")
-    parser.add_argument("--docs", help="markdown file for the results (default docs/benchmarks.md; not written "
-                                       "with --quick unless given)")
+    parser.add_argument("--docs", help="markdown file for the passed steps' results (default: none written; "
+                                       "scripts/gpu_check.sh passes docs/benchmarks.md without --quick)")
+    parser.add_argument("--cuda-tests", type=Path, help="the cuda test file the first step runs (needed to "
+                                                        "run; scripts/gpu_check.sh passes tests/test_cuda.py)")
+    parser.add_argument("--data-config", type=Path,
+                        help="training yml the data loader step times (default: the package defaults; "
+                             "scripts/gpu_check.sh passes Deblurring/training.yml, Denoising/ with --quick)")
     parser.add_argument("--budget", type=float, default=0.0,
                         help=f"seconds for the whole check (default {CUDA_BUDGET_S} on CUDA, CPU "
                              f"{CPU_BUDGETS_S[True]} quick / {CPU_BUDGETS_S[False]} full); later steps skipped")
@@ -281,7 +296,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    steps = plan(args.device, args.quick)
+    steps = plan(args.device, args.quick, args.cuda_tests, args.data_config)
     budget = args.budget or default_budget(args.device, args.quick)
     print(describe_plan(steps, budget), flush=True)
     if args.plan:
@@ -290,10 +305,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda but torch sees no CUDA GPU; use --device cpu --quick to check this machine",
               file=sys.stderr)
         return 2
+    if args.cuda_tests is None or not args.cuda_tests.is_file():
+        print(f"error: --cuda-tests {args.cuda_tests or '(not given)'}: give the cuda test file, e.g. "
+              f"tests/test_cuda.py of the checkout (scripts/gpu_check.sh does)", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     outcomes = [run_step(step, budget - (time.perf_counter() - start)) for step in steps]
     card = card_name(args.device)
-    docs = Path(args.docs) if args.docs else (None if args.quick else REPO / "docs" / "benchmarks.md")
+    docs = Path(args.docs) if args.docs else None
     if docs is not None:
         written = write_results(docs, outcomes, card)
         print(f"passed steps written to {docs}" if written else f"no step passed: {docs} unchanged")

@@ -9,24 +9,28 @@ load from other processes spreads over all of them), and reports medians and the
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from dgunet.bench.machine import machine
+from dgunet.bench.timer import time_in_turns
+from dgunet.models.registry import build_model
 from dgunet.physics.blur import Blur
 from dgunet.physics.downsample import Downsample
 
 STAGES = 7  # gradient steps per DGUNet forward
+
+
 @dataclass
 class Timing:
     name: str
     seconds: float  # median
 
 
-def test_kernel(size: int, seed: int = 0) -> Tensor:
+def random_kernel(size: int, seed: int = 0) -> Tensor:
     """(size, size) positive kernel summing to 1 (random: the FFT's cost does not depend on values)."""
     k = torch.rand(size, size, generator=torch.Generator().manual_seed(seed))
     return k / k.sum()
@@ -44,32 +48,14 @@ def gradient_steps(op, x: Tensor) -> Callable[[], Tensor]:
     return run
 
 
-def timed_in_turns(runs: dict[str, Callable[[], Tensor]], warmup: int, repeats: int, sync: Callable[[], None]
-                   ) -> list[Timing]:
-    for run in runs.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            sync()
-            start = time.perf_counter()
-            run()
-            sync()
-            times[name].append(time.perf_counter() - start)
-    return [Timing(name, statistics.median(t)) for name, t in times.items()]
-
-
 def operator_share(device: str = "cpu", size: int = 256, batch: int = 1, warmup: int = 1, repeats: int = 3
                    ) -> list[Timing]:
     """Median seconds of the DGUNet deblurring forward (first) and of each operator's 7 gradient steps."""
-    from dgunet.models.registry import build_model
-
     model = build_model("deblurring", "DGUNet").eval().to(device)
     x = torch.rand(batch, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
     ops = {
-        "Blur 25x25 circular (FFT)": Blur(test_kernel(25)),
-        "Blur 25x25 reflect (conv)": Blur(test_kernel(25), padding="reflect"),
+        "Blur 25x25 circular (FFT)": Blur(random_kernel(25)),
+        "Blur 25x25 reflect (conv)": Blur(random_kernel(25), padding="reflect"),
         "Downsample x4 bicubic": Downsample(4),
         "Downsample x4 gaussian (FFT)": Downsample(4, "gaussian"),
     }
@@ -77,20 +63,15 @@ def operator_share(device: str = "cpu", size: int = 256, batch: int = 1, warmup:
     def forward() -> Tensor:
         return model(x)[0]
 
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
     runs = {"DGUNet forward": forward}
     runs.update({name: gradient_steps(op.to(device), x) for name, op in ops.items()})
     with torch.no_grad():
-        return timed_in_turns(runs, warmup, repeats, sync)
+        times, _ = time_in_turns(runs, warmup, repeats, device)
+    return [Timing(name, statistics.median(t)) for name, t in times.items()]
 
 
 def report(timings: list[Timing], size: int, batch: int) -> str:
     model, *ops = timings
-    from dgunet.bench import machine  # bench imports this module lazily: no cycle at import time
-
     lines = [f"machine: {machine()}",
              f"published deblurring DGUNet (n_feat 80), {batch}x3x{size}x{size}: forward "
              f"{model.seconds * 1e3:.0f} ms (median)",

@@ -63,7 +63,7 @@ def peak_flops(device: str, threads: int | None = None) -> dict:
         name = torch.cuda.get_device_name()
         peaks = gpu_peaks(name)
         if peaks is None:
-            return {"source": f"{name} is not in dgunet/peaks.py (add its dense peaks there)"}
+            return {"source": f"{name} is not in dgunet/bench/peaks.py (add its dense peaks there)"}
         return {**peaks, "source": f"{name} data sheet (fp32 paths against TF32)"}
     threads = threads or torch.get_num_threads()
     return {"fp32": measure_gemm(torch.float32), "bf16": measure_gemm(torch.bfloat16),
