@@ -47,7 +47,7 @@ def measure(label: str, arch: str, micro: int, device: str, amp: str) -> dict:
 
     from dgunet.config import load_config
     from dgunet.engine.speed import AMP_DTYPES, SpeedOptions, prepare_model
-    from dgunet.engine.trainer import build_model_from_cfg, compute_loss
+    from dgunet.engine.steps import build_model_from_cfg, compute_loss
 
     task, patch, yml = SETUPS[label]
     cfg = load_config(REPO / yml, ["MODEL.ARCH", arch])

@@ -176,7 +176,7 @@ def one_step(cfg, env, micro_batches: list[tuple]) -> dict:
     """Gradients after accumulation (and DDP's all-reduce), weights after one optimizer step."""
     import torch
 
-    from dgunet.engine.trainer import accumulate_gradients, apply_gradients, build_engine
+    from dgunet.engine.steps import accumulate_gradients, apply_gradients, build_engine
 
     eng = build_engine(cfg, env, torch.device("cpu"))
     result = accumulate_gradients(eng, micro_batches)

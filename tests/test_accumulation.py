@@ -24,8 +24,8 @@ from _engine_helpers import (
     task_config,
 )
 
+from dgunet.engine import steps as steps_module
 from dgunet.engine import train
-from dgunet.engine import trainer as trainer_module
 from dgunet.engine.distributed import BatchPlan, DistEnv, GlobalBatchSampler, batch_plan
 from dgunet.errors import ConfigError
 
@@ -69,8 +69,8 @@ def test_accumulation_gives_the_step_of_the_whole_batch(one_by_eight):
 def test_a_wrong_loss_scale_would_be_caught(one_by_eight, monkeypatch):
     """Guard for the test itself: summing the 2 micro-batch losses instead of averaging them
     must change the weights too, not only the gradients (hence Adam's eps 1 in step_config)."""
-    real = trainer_module.compute_loss
-    monkeypatch.setattr(trainer_module, "compute_loss", lambda out, tgt, cfg: 2 * real(out, tgt, cfg))
+    real = steps_module.compute_loss
+    monkeypatch.setattr(steps_module, "compute_loss", lambda out, tgt, cfg: 2 * real(out, tgt, cfg))
     summed = one_step(step_config(accum=2), DistEnv(), micro_batches(2))
     with pytest.raises(AssertionError, match="Tensor-likes are not close"):
         assert_same_weights(summed, one_by_eight)

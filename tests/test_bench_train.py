@@ -64,7 +64,7 @@ def test_published_speed_takes_the_individual_keys():
 
 
 def test_engine_with_the_fast_preset(tmp_path):
-    from dgunet.engine.trainer import build_engine
+    from dgunet.engine.steps import build_engine
 
     make_task_data(tmp_path, "deblurring", n_train=2, n_val=1, size=24)
     eng = build_engine(task_config("deblurring", tmp_path, args=["--fast"]), DistEnv(), torch.device("cpu"))

@@ -31,6 +31,7 @@ from _engine_helpers import (
 from dgunet.checkpoint import load_weights, read_checkpoint
 from dgunet.config import load_config
 from dgunet.engine import main, train
+from dgunet.engine import steps as steps_module
 from dgunet.engine import trainer as trainer_module
 from dgunet.errors import ConfigError
 from dgunet.models import build_model
@@ -91,8 +92,8 @@ def test_training_ymls_hold_the_published_recipes():
 def test_scheduler_of_the_real_yml_gives_the_published_lr_for_every_epoch(folder):
     cfg = load_config(REPO / folder / "training.yml")
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.OPTIM.LR_INITIAL)
-    sched = trainer_module.build_scheduler(cfg, opt)
-    trainer_module.initial_step(cfg, sched)
+    sched = steps_module.build_scheduler(cfg, opt)
+    steps_module.initial_step(cfg, sched)
     for epoch in range(1, cfg.OPTIM.NUM_EPOCHS + 1):
         assert opt.param_groups[0]["lr"] == pytest.approx(published_lr(cfg.MODEL.TASK, epoch), rel=1e-9), epoch
         opt.step()
@@ -102,8 +103,8 @@ def test_scheduler_of_the_real_yml_gives_the_published_lr_for_every_epoch(folder
 def test_cs_deblock_schedule_is_multistep_from_epoch_one():
     cfg = load_config(REPO / "Compressive_Sensing" / "training_deblock.yml")
     opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=cfg.OPTIM.LR_INITIAL)
-    sched = trainer_module.build_scheduler(cfg, opt)
-    trainer_module.initial_step(cfg, sched)
+    sched = steps_module.build_scheduler(cfg, opt)
+    steps_module.initial_step(cfg, sched)
     lrs = []
     for _ in range(cfg.OPTIM.NUM_EPOCHS):
         lrs.append(opt.param_groups[0]["lr"])
@@ -264,14 +265,14 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(tmp_path, monke
 
 def test_nan_loss_stops_with_the_last_good_checkpoint_intact(tmp_path, monkeypatch, capsys):
     make_task_data(tmp_path, "deblurring", n_train=4, n_val=1, size=24)
-    real_loss, calls = trainer_module.compute_loss, []
+    real_loss, calls = steps_module.compute_loss, []
 
     def loss_going_nan(outputs, target, cfg):
         calls.append(1)
         loss = real_loss(outputs, target, cfg)
         return loss * math.nan if len(calls) == 3 else loss  # epoch 2, step 1
 
-    monkeypatch.setattr(trainer_module, "compute_loss", loss_going_nan)
+    monkeypatch.setattr(steps_module, "compute_loss", loss_going_nan)
     code = main("deblurring", REPO / "Deblurring" / "training.yml",
                 ["--opts", *small_opts("deblurring", tmp_path, epochs=3), "TRAIN.SAVE_EVERY", "1"])
     err = capsys.readouterr().err

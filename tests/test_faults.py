@@ -43,6 +43,7 @@ from _testpy_data import make_paired, photo, tiny_checkpoint, write_image
 from dgunet.atomic import writing
 from dgunet.checkpoint import load_weights, read_checkpoint
 from dgunet.engine import main, train
+from dgunet.engine import steps as steps_module
 from dgunet.engine import trainer as trainer_module
 from dgunet.engine.lock import LOCK, RunLock
 from dgunet.engine.snapshots import SNAPSHOT
@@ -114,7 +115,7 @@ def test_weights_that_turn_non_finite_are_never_saved_and_the_message_names_the_
     """A step with a finite loss whose update makes a weight NaN: the epoch's checkpoint is not
     written, and the message names model_latest.pth of the previous epoch, which is finite."""
     make_task_data(tmp_path, "deblurring", n_train=4, n_val=1, size=24)
-    real_apply, calls = trainer_module.apply_gradients, []
+    real_apply, calls = steps_module.apply_gradients, []
 
     def apply_then_poison(eng):
         real_apply(eng)
@@ -123,7 +124,7 @@ def test_weights_that_turn_non_finite_are_never_saved_and_the_message_names_the_
             with torch.no_grad():
                 next(eng.raw.parameters()).view(-1)[0] = math.nan
 
-    monkeypatch.setattr(trainer_module, "apply_gradients", apply_then_poison)
+    monkeypatch.setattr(steps_module, "apply_gradients", apply_then_poison)
     code = main("deblurring", DEBLUR_YML, ["--opts", *small_opts("deblurring", tmp_path, epochs=3)])
     err = capsys.readouterr().err
     run = tmp_path / "checkpoints" / "DGUNet"

@@ -208,7 +208,7 @@ def test_noise_level_mistakes_are_one_line_errors():
 
 
 def test_noise_aware_and_stage_weights_pass_through_the_config():
-    from dgunet.engine.trainer import build_model_from_cfg, compute_loss
+    from dgunet.engine.steps import build_model_from_cfg, compute_loss
 
     cfg = defaults()
     cfg.merge_from_list(["MODEL.GRADIENT", "known", "MODEL.NOISE_AWARE", True, "DEGRADE.KIND", "blur",

@@ -207,7 +207,7 @@ def test_sigkill_at_random_moments_and_mid_write_resumes_from_the_last_complete_
 
 GRACE_SCRIPT = """
 import os, signal, sys, time
-from dgunet.engine.trainer import StopSignal
+from dgunet.engine.signals import StopSignal
 with StopSignal(float(sys.argv[1])) as stop:
     stop.kept = "snapshot.pth (epoch 2, step 7)"
     os.kill(os.getpid(), signal.SIGTERM)
