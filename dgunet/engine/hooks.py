@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from dgunet.engine import checkpointing as ckpts
 from dgunet.engine.data import default_phase1_weights, split_batch, validate_cs, validate_images
 from dgunet.errors import CheckpointError
+from dgunet.tasks import get_task
 
 # (batch from the loader, to_device, DegradeSpec or None) -> (input, target, operator or None)
 SplitBatch = Callable[[object, Callable[[Tensor], Tensor], object], tuple[Tensor, Tensor, nn.Module | None]]
@@ -86,10 +87,9 @@ CS_HOOKS = TaskHooks(name="cs", model_overrides=_cs_overrides, split=_split_as("
                      title=_cs_title, default_init=_cs_default_init, mixup=False,
                      best_copy=ckpts.CS_BEST, latest_copy=ckpts.CS_LAST)
 
-_SPECIAL = {"cs": CS_HOOKS}  # every other task trains as an image task
 
 
 def hooks_for(cfg) -> TaskHooks:
     """The hooks of cfg.MODEL.TASK: the one place where the trainer's task differences are chosen."""
-    task = cfg.MODEL.TASK
-    return _SPECIAL.get(task) or image_hooks(task)
+    task = get_task(cfg.MODEL.TASK)  # the task table's row says which family trains it
+    return CS_HOOKS if task.is_cs else image_hooks(task.name)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from dgunet.errors import ConfigError
 from dgunet import tasks
+from dgunet.errors import ConfigError
 from dgunet.models.cs import CSDGUNet, CSDGUNetPlus
 from dgunet.models.image import DGUNet, DGUNetPlus
 from dgunet.tasks import TASK_ALIASES, TASK_NAMES, get_task

@@ -21,7 +21,6 @@ evaluate command's format) and cases.json (means per case).
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -43,7 +42,7 @@ from dgunet.errors import ConfigError, DataError
 from dgunet.evaluate import EvaluationResult, ImageScore, write_json_atomic
 from dgunet.metrics.protocols import get_protocol
 from dgunet.physics.base import adjoint_shape, initial_estimate, operator_norm
-from dgunet.tasks import KNOWN_PROTOCOLS
+from dgunet.tasks import KNOWN_PROTOCOLS, patch_multiple
 from dgunet.testrun.results import DatasetResult
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")  # bundled with scikit-image: no download
@@ -325,7 +324,7 @@ def degrade_case(case: Case, clean: np.ndarray, stem: str,
     """(clean as scored, y (1,C,h,w) rounded to 8 bits, operator, params) for one image and case;
     C is 3, or 1 for a gray (H, W) image. SR cuts the image by `modcrop`; the others keep it whole.
     params: {"kernel": (1,K,K), "sigma": (1,), "scale", "clean": (1,C,H,W) in [0, 1]}."""
-    multiple = math.lcm(8, case.scale)
+    multiple = patch_multiple(case.scale)
     h, w = clean.shape[:2]
     if h < multiple * 2 or w < multiple * 2:
         raise DataError(f"test image {stem} is {h}x{w}; the {case.name} case needs at least "
