@@ -136,7 +136,7 @@ def collect_inputs(inputs: list[str]) -> list[Path]:
 
 def weights_for(args: argparse.Namespace, degradation: Degradation) -> str:
     """--weights, else the shipped model of the task (known operators only)."""
-    from dgunet.pretrained import shipped_weights
+    from dgunet.shipped import shipped_weights
 
     if args.weights:
         return args.weights

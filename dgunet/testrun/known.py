@@ -99,7 +99,7 @@ def known_protocol(task: str, args: argparse.Namespace) -> str | None:
 def shipped_model(task: str, args: argparse.Namespace, log: Callable[[str], None]) -> str:
     """The shipped weights (pretrained/) for a known protocol run without --weights; sets
     args.weights so messages name the file. ConfigError (naming what ships) when none fits."""
-    from dgunet.pretrained import shipped_weights
+    from dgunet.shipped import shipped_weights
 
     try:
         path = shipped_weights(task, getattr(args, "scale", None))
