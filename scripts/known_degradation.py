@@ -309,13 +309,10 @@ def cs_test_images(limit: int | None = None) -> list[torch.Tensor]:
     return out
 
 
-def psnr01(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10((a.clamp(0, 1) - b).pow(2).mean()))
-
-
 @torch.no_grad()
 def evaluate_cs(models: dict[str, torch.nn.Module], limit: int | None = None) -> dict:
     """PSNR (Y, [0,1] peak 1) of each model's start Phi^T y, its 7 stages and its output."""
+    from dgunet.metrics.psnr import psnr_torch as psnr01
     from dgunet.models.cs import Measurements, blocks_to_image
 
     result = {}

@@ -20,7 +20,7 @@ from pathlib import Path
 from dgunet.config import load_config
 from dgunet.engine.trainer import TrainResult, train
 from dgunet.errors import DGUNetError
-from dgunet.tasks import TASK_FOLDERS
+from dgunet.tasks import TASK_FOLDERS, get_task
 
 __all__ = ["TrainResult", "build_parser", "config_from_args", "main", "train"]
 
@@ -41,7 +41,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
                         help="TRAIN.SPEED fast: the fastest options that keep results on this device "
                              "(bf16 AMP + channels_last where native, fused/foreach Adam, fast merge)")
     parser.add_argument("--accum-steps", type=int, help="gradient accumulation steps (TRAIN.ACCUM_STEPS)")
-    if task == "cs":
+    if get_task(task).is_cs:
         parser.add_argument("--cs-ratio", type=float, help="sampling ratio in percent (MODEL.CS_RATIO)")
         parser.add_argument("--phase", type=int, choices=[1, 2],
                             help="1: 32x32 blocks; 2: deblocking on larger crops, from phase 1's best weights "
@@ -79,7 +79,7 @@ def config_from_args(task: str, default_config: str | Path, argv: Sequence[str] 
         overrides["TRAIN"]["SPEED"] = "fast"
     if args.accum_steps is not None:
         overrides["TRAIN"]["ACCUM_STEPS"] = args.accum_steps
-    if task == "cs":
+    if get_task(task).is_cs:
         if args.cs_ratio is not None:
             overrides["MODEL"]["CS_RATIO"] = args.cs_ratio
         if args.phase is not None:

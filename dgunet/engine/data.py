@@ -25,11 +25,12 @@ from dgunet.data.synthetic import DegradeSpec, SyntheticDataset, build_operator
 from dgunet.engine.distributed import BatchPlan, DistEnv, GlobalBatchSampler, sum_over_ranks
 from dgunet.errors import DataError
 from dgunet.inference import forward_padded
+from dgunet.tasks import get_task
 
 
 def train_set(cfg) -> Dataset:
     root = resolve_path(cfg, cfg.DATA.TRAIN_DIR)
-    if cfg.MODEL.TASK == "cs":
+    if get_task(cfg.MODEL.TASK).is_cs:
         return CSCropDataset(root, crop=cfg.TRAIN.PATCH_SIZE, crops_per_image=cfg.DATA.CROPS_PER_IMAGE,
                              seed=cfg.TRAIN.SEED, cache_dtype=cfg.DATA.CACHE_DTYPE)
     spec = DegradeSpec.from_cfg(cfg)
@@ -48,7 +49,7 @@ def val_set(cfg) -> Dataset | list[np.ndarray] | None:
     if not cfg.DATA.VAL_DIR:
         return None
     root = resolve_path(cfg, cfg.DATA.VAL_DIR)
-    if cfg.MODEL.TASK == "cs":
+    if get_task(cfg.MODEL.TASK).is_cs:
         files = list_images(root)
         if not files:
             raise DataError(f"validation folder {root} holds no images (the Set11 .tif files)")
@@ -86,7 +87,7 @@ def split_batch(batch, task: str, to_device=lambda x: x,
     CS reconstructs its own input. The operator is None for the published tasks; for synthetic
     known-operator data (`spec`) it is built on the device from the batch's kernels and sigmas.
     """
-    if task == "cs":
+    if get_task(task).is_cs:
         x = to_device(batch)
         return x, x, None
     if spec is None:
@@ -178,16 +179,6 @@ def validate_cs(model: nn.Module, images: list[np.ndarray], env: DistEnv, device
         total += math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
     total, count = sum_over_ranks([total, float(len(mine))], env, device)
     return total / count
-
-
-def validate(model: nn.Module, data, env: DistEnv, device: torch.device, cfg, autocast) -> float:
-    model.eval()
-    try:
-        if cfg.MODEL.TASK == "cs":
-            return validate_cs(model, data, env, device, cfg, autocast)
-        return validate_images(model, data, env, device, cfg, autocast)
-    finally:
-        model.train()
 
 
 def default_phase1_weights(cfg) -> Path:
