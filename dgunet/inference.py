@@ -17,14 +17,15 @@ import contextlib
 import math
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dgunet.errors import ConfigError, DataError
-from dgunet.models.fast import use_fast, use_fast_merge
+from dgunet.models.fast import merge_projection, use_fast_convs, use_merge_projection
+from dgunet.models.torch_private import capabilities
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -194,10 +195,7 @@ def autocast_context(device_type: str, precision: str) -> contextlib.AbstractCon
 
 def cpu_has_fast_bf16() -> bool:
     """Whether oneDNN has native bfloat16 kernels on this CPU (AVX512-BF16 or AMX)."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+    return capabilities().mkldnn_bf16
 
 
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
@@ -224,12 +222,15 @@ def _pick_channels_last(channels_last: bool | None, precision: str, device_type:
     return precision == "bf16" and device_type == "cpu"
 
 
-def _speed_context(model: nn.Module, fast: bool, precision: str) -> contextlib.AbstractContextManager:
-    if fast:
-        return use_fast(model)
-    # Under autocast the published merge would form and invert its Gram matrix in half
-    # precision; the fast merge is the same function and keeps that part in float32.
-    return use_fast_merge(model) if precision != "fp32" else contextlib.nullcontext()
+@contextlib.contextmanager
+def _speed_context(model: nn.Module, fast: bool, precision: str) -> Iterator[None]:
+    """The merge projection `merge_projection` picks (without `fast`: the model's own, but the
+    solve under autocast, which keeps the Gram matrix in float32), and with `fast` also the
+    fast CPU convolutions; the model comes back as it was on exit."""
+    projection = merge_projection(fast_merge=True if fast else None, autocast=precision != "fp32")
+    convs = use_fast_convs(model) if fast else contextlib.nullcontext()
+    with use_merge_projection(model, projection), convs:
+        yield
 
 
 def restore(model: nn.Module, images: Tensor, *, tile: int | tuple[int, int] | None = None,
@@ -274,7 +275,8 @@ def restore(model: nn.Module, images: Tensor, *, tile: int | tuple[int, int] | N
     def forward(batch: Tensor) -> Tensor:
         return run(batch) if tile_hw is None else forward_tiled(run, batch, tile_hw, overlap, multiple)
 
-    with torch.inference_mode(), _speed_context(model, fast, precision), autocast:
+    # The speed context first: the convs it puts in place are built outside inference mode.
+    with _speed_context(model, fast, precision), torch.inference_mode(), autocast:
         x = images.to(device=param.device, dtype=param.dtype)
         out = forward_ensemble(forward, x) if self_ensemble else forward(x)
         return out.to(param.dtype).contiguous()

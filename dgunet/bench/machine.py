@@ -30,7 +30,7 @@ def machine() -> str:
     """The CPU model, flags and core count, torch's threads, and the CUDA card if any."""
     text = (f"{cpu_description()}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads, native CPU bf16: {cpu_has_fast_bf16()}, "
-            f"NNPACK: {torch._nnpack_available()}")
+            f"NNPACK: {torch.backends.nnpack.is_available()}")
     if torch.cuda.is_available():
         text += f"; GPU: {torch.cuda.get_device_name()}"
     return text

@@ -6,7 +6,8 @@ Every option here changes the speed of a step, not what it computes (up to round
     compile        torch.compile of the model
     adam           "loop" (published: one parameter at a time) | "foreach" | "fused"
     fast_merge     the merge block's projection through a 16x16 solve (dgunet.models.fast)
-                   instead of the explicit inverse; under AMP it runs in float32 either way.
+                   instead of the explicit inverse; under AMP it runs in float32 either way
+                   (the choice is `dgunet.models.fast.merge_projection`'s).
 
 `TRAIN.SPEED: fast` (train.py --fast) picks the fastest combination that keeps results on
 the device at hand (`fast_preset`); `published` takes the individual TRAIN keys.
@@ -17,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from dgunet.inference import cpu_has_fast_bf16
-from dgunet.models.blocks import MergeBlock, subspace_projection
-from dgunet.models.fast import fast_subspace_projection
+from dgunet.models.fast import merge_projection, set_merge_projection
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -68,23 +68,17 @@ def speed_options(cfg, device: torch.device) -> SpeedOptions:
                         fast_merge=t.FAST_MERGE)
 
 
-def _fp32_projection(basis: Tensor, feats: Tensor) -> Tensor:
-    """The merge block's 16x16 Gram inverse in float32 under AMP: it is ill-conditioned in half
-    precision, and torch.linalg.inv has no float16 kernel."""
-    with torch.autocast(basis.device.type, enabled=False):
-        return subspace_projection(basis.float(), feats.float())
-
-
 def prepare_model(raw: nn.Module, opts: SpeedOptions) -> nn.Module:
-    """Memory format and merge projection of `raw`, in place (weights unchanged); returns it."""
+    """Memory format and merge projection of `raw`, in place (weights unchanged); returns it.
+
+    The projection is the one `models.fast.merge_projection` picks for these options (under
+    AMP without the fast merge: the published inverse, kept in float32).
+    """
     if opts.channels_last:
         raw = raw.to(memory_format=torch.channels_last)
-    for module in raw.modules():
-        if isinstance(module, MergeBlock):
-            if opts.fast_merge:
-                module.projection = fast_subspace_projection
-            elif opts.amp != "none":
-                module.projection = _fp32_projection
+    projection = merge_projection(fast_merge=opts.fast_merge, autocast=opts.amp != "none")
+    if projection is not None:
+        set_merge_projection(raw, projection)
     return raw
 
 

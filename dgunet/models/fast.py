@@ -11,7 +11,9 @@ Here the same projection `V^T (V V^T)^-1 V f` is evaluated right to left:
   out   = coeff^T V         (B,n,HW)   already in the layout of `feats`, no copy
 so no (B,16,HW) or (B,HW,n) temporary besides V itself. The small products and the solve
 always run in float32 (also under autocast): the Gram matrix of L1-normalised rows has
-entries around 1/HW, far too fine for bfloat16 or float16.
+entries around 1/HW, far too fine for bfloat16 or float16. Which projection a forward uses
+(published, published in float32, or the solve) is decided by `merge_projection` alone;
+training (`engine.speed.prepare_model`) and `inference.restore` both ask it.
 
 2. Convolutions. 3x3 ones are 92% of the model's multiply-adds. On an AVX2 CPU, NNPACK's
 Winograd kernels compute them 2-2.5x faster than oneDNN's direct ones for float32 NCHW
@@ -20,21 +22,24 @@ inputs, and 1x1 ones are faster as one matrix product. Which kernel wins depends
 shape is timed once per process, on its first call, and keeps the faster kernel (oneDNN on a
 tie), like cuDNN's benchmark mode; `set_kernel_policy` can force either side. Winograd rounds
 differently (about 1e-5 relative), so whole-model outputs stay within 1e-4 whichever kernels
-win. `use_fast_convs` swaps the class of eligible `nn.Conv2d` modules (state dicts
-unchanged); any call these kernels cannot serve (GPU, autocast, channels_last, gradients)
-takes the usual path.
+win. `use_fast_convs` puts a `FastConv2d` sharing the parameters in place of each eligible
+`nn.Conv2d` in its parent (state dicts unchanged); any call these kernels cannot serve (GPU,
+autocast, channels_last, gradients, or a PyTorch without NNPACK's entry point, see
+`dgunet.models.torch_private`) takes the usual path.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
 from dgunet.models.blocks import MergeBlock, subspace_projection
+from dgunet.models.torch_private import capabilities, nnpack_conv3x3
 
 
 def fast_subspace_projection(basis: Tensor, feats: Tensor) -> Tensor:
@@ -63,45 +68,61 @@ def fast_subspace_projection(basis: Tensor, feats: Tensor) -> Tensor:
     return out.reshape(b, n, h, w).to(out_dtype)
 
 
+Projection = Callable[[Tensor, Tensor], Tensor]  # (basis (B,K,H,W), feats (B,n,H,W)) -> (B,n,H,W)
+
+
+def fp32_subspace_projection(basis: Tensor, feats: Tensor) -> Tensor:
+    """The published explicit-inverse projection, computed in float32 also under autocast: the
+    16x16 Gram matrix is ill-conditioned in half precision, and torch.linalg.inv has no float16
+    kernel. basis: (B,K,H,W); feats: (B,n,H,W). Returns (B,n,H,W) in float32."""
+    with torch.autocast(basis.device.type, enabled=False):
+        return subspace_projection(basis.float(), feats.float())
+
+
+def merge_projection(fast_merge: bool | None, autocast: bool) -> Projection | None:
+    """The one rule for how a MergeBlock computes its projection; None: leave the model's as it is.
+
+    fast_merge True: the solve (`fast_subspace_projection`), float32 inside in every case.
+    fast_merge False (TRAIN.FAST_MERGE off): the published explicit inverse; under autocast in
+        float32 (`fp32_subspace_projection`), the only way it can run there.
+    fast_merge None (no preference: `restore` without `fast`): the model's own in float32; under
+        autocast the solve, the same function and the cheaper of the two float32 ways.
+    autocast: whether the forward runs under bf16/fp16 autocast.
+    """
+    if fast_merge or (fast_merge is None and autocast):
+        return fast_subspace_projection
+    return fp32_subspace_projection if autocast else None
+
+
 def merge_blocks(model: nn.Module) -> list[MergeBlock]:
     """Every MergeBlock inside `model` (DGUNet: 1 shared; DGUNet+: 6; CS models: none)."""
     return [m for m in model.modules() if isinstance(m, MergeBlock)]
 
 
-def set_fast_merge(model: nn.Module, enabled: bool = True) -> list[MergeBlock]:
-    """Switch every MergeBlock of `model` to the fast projection (or back); returns them.
+def set_merge_projection(model: nn.Module, projection: Projection) -> list[MergeBlock]:
+    """Make every MergeBlock of `model` compute `projection`; returns the blocks.
 
-    Sets the instance attribute `projection`, which shadows the class's published one, so
-    weights, state dicts and other models are untouched.
+    Sets the instance attribute `projection`, which shadows the class's published one (so
+    weights, state dicts and other models are untouched); the published `subspace_projection`
+    removes it again.
     """
     blocks = merge_blocks(model)
     for block in blocks:
-        if enabled:
-            block.projection = fast_subspace_projection
-        else:
+        if projection is subspace_projection:
             block.__dict__.pop("projection", None)
+        else:
+            block.projection = projection
     return blocks
 
 
-def is_fast_merge(model: nn.Module) -> bool:
-    """True when every MergeBlock of `model` uses the fast projection (and there is one)."""
-    blocks = merge_blocks(model)
-    return bool(blocks) and all(b.projection is fast_subspace_projection for b in blocks)
-
-
 @contextlib.contextmanager
-def use_fast_merge(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
-    """Context manager: the model's merges use the fast projection inside the block.
-
-    >>> with use_fast_merge(model):
-    ...     out = model(x)
-
-    Each block's previous setting is restored on exit. Calling `set_fast_merge` instead
-    switches permanently.
-    """
+def use_merge_projection(model: nn.Module, projection: Projection | None) -> Iterator[nn.Module]:
+    """Context manager: the model's merges compute `projection` inside the block (None: as they
+    are); each block's previous setting comes back on exit."""
     blocks = merge_blocks(model)
     previous = [b.__dict__.get("projection") for b in blocks]
-    set_fast_merge(model, enabled)
+    if projection is not None:
+        set_merge_projection(model, projection)
     try:
         yield model
     finally:
@@ -112,31 +133,70 @@ def use_fast_merge(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module
                 block.projection = prev
 
 
+def set_fast_merge(model: nn.Module, enabled: bool = True) -> list[MergeBlock]:
+    """Switch every MergeBlock of `model` to the fast projection (or back to the published one)."""
+    return set_merge_projection(model, fast_subspace_projection if enabled else subspace_projection)
+
+
+def is_fast_merge(model: nn.Module) -> bool:
+    """True when every MergeBlock of `model` uses the fast projection (and there is one)."""
+    blocks = merge_blocks(model)
+    return bool(blocks) and all(b.projection is fast_subspace_projection for b in blocks)
+
+
+def use_fast_merge(model: nn.Module, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Context manager: the model's merges use the fast projection (or the published one) inside.
+
+    >>> with use_fast_merge(model):
+    ...     out = model(x)
+
+    Each block's previous setting is restored on exit. Calling `set_fast_merge` instead
+    switches permanently.
+    """
+    return use_merge_projection(model, fast_subspace_projection if enabled else subspace_projection)
+
+
 class FastConv2d(nn.Conv2d):
     """An `nn.Conv2d` whose CPU float32 inference may run through faster kernels.
 
     3x3 (stride 1, padding 1): NNPACK's Winograd convolution, one image at a time (its batched
     entry point uses slower kernels). 1x1: a plain matrix product. Each is used only where it
     beat oneDNN on this machine (see `set_kernel_policy`); any other call takes the usual path.
+    Made from a plain conv by `from_conv` (sharing its parameters), never built by a model.
     """
 
-    def _conv_forward(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if not _cpu_fp32_inference(x, weight):
-            return super()._conv_forward(x, weight, bias)
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> FastConv2d:
+        """A FastConv2d computing with `conv`'s own parameters (see `conv_twin`)."""
+        return conv_twin(cls, conv)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x (B,C_in,H,W) -> (B,C_out,H,W), through the fast kernel where it serves and won."""
+        kernel = self._fast_kernel(x)
+        return super().forward(x) if kernel is None else kernel(x, self.weight, self.bias)
+
+    def _fast_kernel(self, x: Tensor) -> Callable[[Tensor, Tensor, Tensor | None], Tensor] | None:
+        if not _cpu_fp32_inference(x, self.weight):
+            return None
         kind = "gemm-1x1" if self.kernel_size == (1, 1) else "winograd-3x3"
-        if kind == "winograd-3x3" and not torch._nnpack_available():
-            return super()._conv_forward(x, weight, bias)
+        if kind == "winograd-3x3" and not capabilities().nnpack_winograd:
+            return None
         fast = _KERNELS[kind]
-        if _use_fast_kernel(kind, x, weight, bias, fast, super()._conv_forward):
-            return fast(x, weight, bias)
-        return super()._conv_forward(x, weight, bias)
+        return fast if _use_fast_kernel(kind, x, self.weight, self.bias, fast, super().forward) else None
 
 
-def _winograd(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """3x3 'same' convolution through NNPACK, one image at a time."""
-    w = weight.contiguous()
-    outs = [torch._nnpack_spatial_convolution(x[i:i + 1], w, bias, [1, 1], [1, 1]) for i in range(x.shape[0])]
-    return outs[0] if len(outs) == 1 else torch.cat(outs)
+def conv_twin(cls: type[nn.Conv2d], conv: nn.Conv2d) -> nn.Conv2d:
+    """A `cls` instance computing with `conv`'s own Parameter objects: same state-dict keys,
+    weights shared with `conv` and its optimiser, `conv`'s train/eval mode. Built on the meta
+    device, so nothing is allocated or drawn from the random generator. Forward hooks
+    registered on `conv` do not carry over."""
+    twin = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+               padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+               bias=conv.bias is not None, padding_mode=conv.padding_mode, device="meta")
+    twin.weight = conv.weight
+    if conv.bias is not None:
+        twin.bias = conv.bias
+    return twin.train(conv.training)
 
 
 def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -149,7 +209,7 @@ def _pointwise(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
 
 
 _KERNELS: dict[str, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {
-    "winograd-3x3": _winograd, "gemm-1x1": _pointwise}
+    "winograd-3x3": nnpack_conv3x3, "gemm-1x1": _pointwise}
 
 
 # ---------------------------------------------------------------- measured kernel choice
@@ -193,7 +253,9 @@ def kernel_choices() -> dict[str, tuple[int, int]]:
 
 
 def _use_fast_kernel(kind: str, x: Tensor, weight: Tensor, bias: Tensor | None,
-                     fast: Callable, default: Callable) -> bool:
+                     fast: Callable[[Tensor, Tensor, Tensor | None], Tensor],
+                     default: Callable[[Tensor], Tensor]) -> bool:
+    """Whether `fast(x, weight, bias)` should serve this call instead of `default(x)` (oneDNN)."""
     if _policy != "auto":
         return _policy == "fast"
     sample = x[:1, :, :_TUNE_SIDE, :_TUNE_SIDE]
@@ -202,7 +264,7 @@ def _use_fast_kernel(kind: str, x: Tensor, weight: Tensor, bias: Tensor | None,
     if key not in _choices:
         sample = sample.contiguous()
         t_fast, t_default = _time_pair(lambda: fast(sample, weight, bias),
-                                       lambda: default(sample, weight, bias))
+                                       lambda: default(sample))
         _choices[key] = t_fast < _MARGIN * t_default
     return _choices[key]
 
@@ -233,30 +295,67 @@ def _fast_conv_eligible(conv: nn.Module) -> bool:
     return conv.kernel_size == (3, 3) and conv.padding == (1, 1) and conv.padding_mode == "zeros"
 
 
+# (parent, attribute name, child): where a conv sits in a model
+Slot = tuple[nn.Module, str, nn.Module]
+
+
+def _conv_slots(model: nn.Module) -> list[Slot]:
+    """Every place a Conv2d is registered under a parent inside `model` (a conv shared by two
+    parents appears twice)."""
+    return [(parent, name, child) for parent in model.modules()
+            for name, child in parent.named_children() if isinstance(child, nn.Conv2d)]
+
+
 def set_fast_convs(model: nn.Module, enabled: bool = True) -> int:
-    """Swap every plain 3x3 and 1x1 `nn.Conv2d` of `model` to `FastConv2d` (or back); returns how many."""
-    count = 0
-    for module in model.modules():
-        if enabled and _fast_conv_eligible(module):
-            module.__class__ = FastConv2d
-            count += 1
-        elif not enabled and type(module) is FastConv2d:
-            module.__class__ = nn.Conv2d
-            count += 1
-    return count
+    """Put a `FastConv2d` in place of every plain 3x3 and 1x1 `nn.Conv2d` of `model` (or a
+    plain conv in place of every FastConv2d); returns how many convs were switched.
+
+    Each conv is replaced in its parent module by a twin sharing its parameters, so state-dict
+    keys and values are unchanged. `model` itself being a conv has no parent to be replaced in:
+    its class is switched instead.
+    """
+    twins: dict[int, nn.Module] = {}  # id(conv) -> its twin, one per conv even where shared
+    for parent, name, child in _conv_slots(model):
+        if id(child) not in twins and _should_switch(child, enabled):
+            twins[id(child)] = _cached_twin(FastConv2d if enabled else nn.Conv2d, child)
+        if id(child) in twins:
+            setattr(parent, name, twins[id(child)])
+    switch_root = _should_switch(model, enabled)
+    if switch_root:
+        model.__class__ = FastConv2d if enabled else nn.Conv2d
+    return len(twins) + switch_root
+
+
+# conv -> its twin of the other class, kept while the conv lives: restore(fast=True) switches
+# the same model on every call, and building DGUNet's 96 twins costs about a 64x64 forward.
+_TWINS: weakref.WeakKeyDictionary[nn.Module, nn.Module] = weakref.WeakKeyDictionary()
+
+
+def _cached_twin(cls: type[nn.Conv2d], conv: nn.Conv2d) -> nn.Module:
+    """`conv_twin(cls, conv)`, reused while it still shares conv's parameters and mode."""
+    twin = _TWINS.get(conv)
+    if (twin is None or type(twin) is not cls or twin.weight is not conv.weight
+            or twin.bias is not conv.bias):
+        twin = _TWINS[conv] = conv_twin(cls, conv)
+    return twin.train(conv.training)
+
+
+def _should_switch(module: nn.Module, enabled: bool) -> bool:
+    return _fast_conv_eligible(module) if enabled else type(module) is FastConv2d
 
 
 @contextlib.contextmanager
 def use_fast_convs(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
-    """Context manager around `set_fast_convs`; the previous classes come back on exit."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    previous = [type(m) for m in convs]
+    """Context manager around `set_fast_convs`; the previous convs (the same objects) come back on exit."""
+    slots, root_class = _conv_slots(model), type(model)
     set_fast_convs(model, enabled)
     try:
         yield model
     finally:
-        for conv, cls in zip(convs, previous, strict=True):
-            conv.__class__ = cls
+        for parent, name, child in slots:
+            setattr(parent, name, child)
+        if type(model) is not root_class:
+            model.__class__ = root_class
 
 
 @contextlib.contextmanager
@@ -266,6 +365,7 @@ def use_fast(model: nn.Module, enabled: bool = True) -> Iterator[nn.Module]:
         yield model
 
 
-__all__ = ["FastConv2d", "fast_subspace_projection", "is_fast_merge", "kernel_choices", "merge_blocks",
-           "set_fast_convs", "set_fast_merge", "set_kernel_policy", "subspace_projection", "use_fast",
-           "use_fast_convs", "use_fast_merge"]
+__all__ = ["FastConv2d", "Projection", "fast_subspace_projection", "fp32_subspace_projection", "is_fast_merge",
+           "kernel_choices", "merge_blocks", "merge_projection", "set_fast_convs", "set_fast_merge",
+           "set_kernel_policy", "set_merge_projection", "subspace_projection", "use_fast", "use_fast_convs",
+           "use_fast_merge", "use_merge_projection"]
