@@ -168,8 +168,11 @@ def figure(curves: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     panels = [(name, group) for name, c in curves.items() for group in c["points"][-1]["final"]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.2), squeeze=False)
-    for ax, (name, group) in zip(axes[0], panels, strict=True):
+    columns = min(4, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.2 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax, (name, group) in zip(flat, panels, strict=False):
         c = curves[name]
         steps = [p["steps"] for p in c["points"]]
         ax.plot(steps, [p["final"][group] for p in c["points"]], "o-", color="k", label="DGUNet (output)")
@@ -177,13 +180,18 @@ def figure(curves: dict, path: Path) -> None:
             ax.axhline(values[group], linestyle="--", color=f"C{j}", label=row)
         ax.set_title(f"{name}, {group}", fontsize=9)
         ax.set_xlabel("optimizer steps")
+        ax.set_ylabel("PSNR (dB), held-out photos")
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("PSNR (dB), held-out photos")
-    for ax in axes[0]:
         ax.legend(fontsize=6, loc="lower right")
+    for ax in flat[len(panels):]:
+        ax.axis("off")
     fig.tight_layout()
+    from dgunet.atomic import atomic_open
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_open(path) as f:  # a half-written PNG never replaces a good one
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         curves[name] = curve(name, args.runs, previous.get(name, {}))
         write_text_atomic(out_file, json.dumps({**previous, **curves}, indent=1) + "\n")
-    write_text_atomic(args.out / "curves.md", markdown(curves))
+    every = dict(sorted({**previous, **curves}.items()))  # earlier models of curves.json are shown too
+    write_text_atomic(args.out / "curves.md", markdown(every))
     if args.figure:
-        figure(curves, args.figure)
+        figure(every, args.figure)
     return 0
 
 
