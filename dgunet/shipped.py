@@ -69,8 +69,10 @@ def find(name_or_task: str, scale: int | None = None, folder: Path | None = None
     shipped = ", ".join(sorted(entries)) or "none yet"
     want = f"{name_or_task}" + (f" x{scale}" if scale else "")
     if len(matches) > 1:
+        scales = sorted(e.scale for e in matches if e.scale)
+        which = f"--scale {', '.join(map(str, scales[:-1]))} or {scales[-1]}" if len(scales) > 1 else "a name"
         raise ConfigError(f"several shipped models for {want} ({', '.join(e.name for e in matches)}); "
-                          f"pass --scale or a name")
+                          f"pass {which}")
     raise ConfigError(f"no shipped model for {want} (shipped: {shipped}); pass --weights W")
 
 

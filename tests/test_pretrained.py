@@ -91,3 +91,16 @@ def test_known_test_protocol_without_weights_uses_the_shipped_model(tmp_path, ca
     assert code == 0, out.err
     assert f"the shipped model {pretrained_dir() / SHIPPED['denoising'].file}" in out.out
     assert list((tmp_path / "out").rglob("*.png"))
+
+
+def test_several_shipped_sr_models_ask_for_the_scale(tmp_path):
+    from dgunet.errors import ConfigError
+    from dgunet.shipped import find
+
+    rows = {f"sr-x{s}": {"file": f"sr{s}.pth", "task": "sr", "scale": s} for s in (2, 4)}
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": rows}))
+    assert find("sr", 4, tmp_path).name == "sr-x4"
+    with pytest.raises(ConfigError, match=r"several shipped models for sr \(sr-x2, sr-x4\); pass --scale 2 or 4"):
+        find("sr", None, tmp_path)
+    with pytest.raises(ConfigError, match="no shipped model for sr x3"):
+        find("sr", 3, tmp_path)
