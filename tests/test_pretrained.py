@@ -100,7 +100,8 @@ def test_several_shipped_sr_models_ask_for_the_scale(tmp_path):
     rows = {f"sr-x{s}": {"file": f"sr{s}.pth", "task": "sr", "scale": s} for s in (2, 4)}
     (tmp_path / "manifest.json").write_text(json.dumps({"models": rows}))
     assert find("sr", 4, tmp_path).name == "sr-x4"
-    with pytest.raises(ConfigError, match=r"several shipped models for sr \(sr-x2, sr-x4\); pass --scale 2 or 4"):
+    several = r"several shipped models for sr \(sr-x2, sr-x4\); pass --scale 2 or 4"
+    with pytest.raises(ConfigError, match=several):
         find("sr", None, tmp_path)
     with pytest.raises(ConfigError, match="no shipped model for sr x3"):
         find("sr", 3, tmp_path)
