@@ -111,13 +111,14 @@ def check_options(args: argparse.Namespace) -> Degradation:
 def collect_inputs(inputs: list[str]) -> list[Path]:
     """Files as given, folders expanded to their images (sorted); refuses two inputs with one name."""
     from dgunet.data.io import list_images
+    from dgunet.imagefiles import IMAGE_EXTENSIONS
 
     files: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
             found = list_images(item)
             if not found:
-                raise DataError(f"input folder {item} holds no images (.png, .jpg, .bmp, .tif)")
+                raise DataError(f"input folder {item} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
             files.extend(found)
         elif item.exists():
             files.append(item)

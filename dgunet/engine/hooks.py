@@ -88,7 +88,6 @@ CS_HOOKS = TaskHooks(name="cs", model_overrides=_cs_overrides, split=_split_as("
                      best_copy=ckpts.CS_BEST, latest_copy=ckpts.CS_LAST)
 
 
-
 def hooks_for(cfg) -> TaskHooks:
     """The hooks of cfg.MODEL.TASK: the one place where the trainer's task differences are chosen."""
     task = get_task(cfg.MODEL.TASK)  # the task table's row says which family trains it
