@@ -30,11 +30,7 @@ __all__ = ["MANIFEST", "MAX_BYTES", "Entry", "export", "find", "load_pretrained"
 def load_pretrained(name_or_task: str, scale: int | None = None, device: str | torch.device = "cpu",
                     folder: Path | None = None) -> nn.Module:
     """The shipped model, strictly loaded, in eval mode on `device`."""
-    from dgunet.testrun.known import checkpoint_config
     from dgunet.testrun.loading import load_model
 
     entry = find(name_or_task, scale, folder)
-    path = weights_path(entry, folder)
-    cfg = checkpoint_config(path)
-    gradient = cfg.MODEL.GRADIENT if cfg is not None else "learned"
-    return load_model(entry.task, path, gradient=gradient, device=device).model
+    return load_model(entry.task, weights_path(entry, folder), device=device).model  # its own config

@@ -150,8 +150,7 @@ def weights_for(args: argparse.Namespace, degradation: Degradation) -> str:
 
 def load(args: argparse.Namespace, degradation: Degradation, device: torch.device):
     """(model, training config or None) for the options; the model is on `device`, in eval mode."""
-    from dgunet.testrun.known import checkpoint_config
-    from dgunet.testrun.loading import load_model
+    from dgunet.testrun.loading import checkpoint_config, load_model
 
     args.weights = weights_for(args, degradation)
     cfg = checkpoint_config(args.weights)

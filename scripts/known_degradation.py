@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,6 +62,9 @@ RUNS = {  # name: (task folder, config, extra opts)
                      [*IMAGE_OPTS, "MODEL.GRADIENT", "learned", "MODEL.NOISE_AWARE", "false"]),
     "cs-fixed": ("Compressive_Sensing", "training.yml", [*CS_OPTS, "MODEL.PHI", "fixed"]),
     "cs-learned": ("Compressive_Sensing", "training.yml", [*CS_OPTS, "MODEL.PHI", "learned"]),
+    # the fixed Phi with the stages started from FISTA-TV (dgunet.models.cs, start="tv")
+    "cs-fixed-tv": ("Compressive_Sensing", "training.yml",
+                    [*CS_OPTS, "MODEL.PHI", "fixed", "MODEL.START", "tv"]),
 }
 
 
@@ -121,12 +125,10 @@ def train_all(out: Path, quick: bool) -> dict[str, float]:
 
 def load(name: str, out: Path) -> torch.nn.Module:
     """The trained model; widths and options (noise-aware stages, Phi) read from the checkpoint."""
-    from dgunet.testrun.known import checkpoint_config
-    from dgunet.testrun.loading import load_model
+    from dgunet.testrun.loading import checkpoint_config, load_model
 
     path = out / "runs" / name / "model_latest.pth"
-    cfg = checkpoint_config(path)
-    return load_model(cfg.MODEL.TASK, path, gradient=cfg.MODEL.GRADIENT).model.eval()
+    return load_model(checkpoint_config(path).MODEL.TASK, path).model.eval()
 
 
 # ---------------------------------------------------------------- evaluation
@@ -311,22 +313,49 @@ def cs_test_images(limit: int | None = None) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def evaluate_cs(models: dict[str, torch.nn.Module], limit: int | None = None) -> dict:
-    """PSNR (Y, [0,1] peak 1) of each model's start Phi^T y, its 7 stages and its output."""
+    """PSNR (Y, [0,1] peak 1) of each model's start (Phi^T y, or FISTA-TV), its 7 stages and its output."""
     from dgunet.metrics.psnr import psnr_torch as psnr01
-    from dgunet.models.cs import Measurements, blocks_to_image
+    from dgunet.models.cs import Measurements
 
     result = {}
     for name, model in models.items():
         starts, stages = [], []
         for img in cs_test_images(limit):
             meas = Measurements(model.Phi, img)
-            starts.append(psnr01(blocks_to_image(meas.phit_b, img.shape), img))
+            starts.append(psnr01(model.start_estimate(img, meas), img))
             out = model(img)
             stages.append([psnr01(s, img) for s in [*reversed(out[1:]), out[0]]])
         per_stage = np.mean(stages, axis=0).tolist()
         result[name] = {"Phi^T y (start)": float(np.mean(starts)), "stage_psnr": per_stage,
                         "output": per_stage[-1]}
     return result
+
+
+@torch.no_grad()
+def cs_classical(limit: int | None = None) -> dict:
+    """FISTA-TV on the fixed orthonormal matrix at 25%, on the CS test images: lam tuned on training
+    photos, and lam chosen per image on the ground truth (golden-section on log lam, the best any TV
+    weight can do: an upper bound, not a method)."""
+    from tune_baselines import golden_max  # this folder is on sys.path when the script runs
+
+    from dgunet.baselines import tuned, tv_compressed_sensing
+    from dgunet.baselines.tv import tv_reconstruct
+    from dgunet.metrics.psnr import psnr_torch as psnr01
+    from dgunet.physics import CompressedSensing
+
+    op = CompressedSensing(0.25)
+    centre = math.log(tuned.TV_CS_LAM[25])
+    tuned_psnr, oracle_psnr = [], []
+    for img in cs_test_images(limit):
+        y = op.A(img.double())
+        tuned_psnr.append(psnr01(tv_compressed_sensing(y, op).float().clamp(0, 1), img))
+
+        def score(log_lam, y=y, img=img):
+            return psnr01(tv_reconstruct(y, op, math.exp(log_lam)).float().clamp(0, 1), img)
+
+        oracle_psnr.append(golden_max(score, centre - 2, centre + 2, 2 if limit else 8)[1])
+    return {"FISTA-TV (tuned on training photos)": float(np.mean(tuned_psnr)),
+            "FISTA-TV, lam per image on the ground truth (oracle)": float(np.mean(oracle_psnr))}
 
 
 # ---------------------------------------------------------------- figures
@@ -417,7 +446,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = train_all(out, args.quick)
     limit = 2 if args.quick else None  # --quick: 2 kernels x 2 photos, enough to run every line
     deblur = evaluate_deblurring(load("deblur-known", out), load("deblur-blind", out), limit)
-    cs = evaluate_cs({"fixed Phi": load("cs-fixed", out), "learned Phi": load("cs-learned", out)}, limit)
+    cs = evaluate_cs({"fixed Phi": load("cs-fixed", out), "learned Phi": load("cs-learned", out),
+                      "fixed Phi, TV start": load("cs-fixed-tv", out)}, limit)
     shipped_sr = shipped_sr_models()
     sr = evaluate_sr(dict(sorted(shipped_sr.items())), limit)
     denoise = evaluate_denoising_baselines(limit)
@@ -434,8 +464,9 @@ def main(argv: list[str] | None = None) -> int:
 
         for fig in figures:
             write_bytes_atomic(Path(args.figures) / fig.name, fig.read_bytes())
-    summary = {"deblurring": deblur, "cs_25": cs, "sr": sr, "denoising_baselines": denoise,
-               "train_seconds": seconds,
+    cs_baselines = cs_classical(limit)
+    summary = {"deblurring": deblur, "cs_25": cs, "cs_25_classical": cs_baselines, "sr": sr,
+               "denoising_baselines": denoise, "train_seconds": seconds,
                "total_seconds": round(time.perf_counter() - start, 1),
                "cpu": f"{cpu_description()}, {os.cpu_count()} cores", "torch": torch.__version__,
                "budget": {name: budget(name, args.quick) for name in RUNS}}
@@ -448,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"SR {scale} (shipped model): bicubic {row['bicubic']:.2f}, DGUNet {row['DGUNet known']:.2f}")
     for level, row in denoise.items():
         print(f"Gaussian denoising {level}: " + ", ".join(f"{m} {v:.2f}" for m, v in row.items()))
+    print("CS 25%, fixed Phi: " + ", ".join(f"{m} {v:.2f}" for m, v in cs_baselines.items()))
     for name, row in cs.items():
         print(f"CS 25%, {name}: start {row['Phi^T y (start)']:.2f}, stages "
               + " / ".join(f"{v:.2f}" for v in row["stage_psnr"]))

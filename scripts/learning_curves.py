@@ -5,7 +5,8 @@
 For every model trained by scripts/train_pretrained.py (its --out folder), every kept budget
 (model_epoch_*.pth, then model_latest.pth) is scored on the benchmark cases of the known test
 protocol with the four held-out test photos (never seen in training), next to the model's own
-start x0 = A_dagger(y) and the classical baselines of dgunet.baselines, computed once:
+start x0 (its MODEL.START: A_dagger(y), or a classical solver) and the classical baselines of
+dgunet.baselines, computed once:
   deblurring  adagger (the start), adagger-oracle (eps per image on the truth), hyperlaplacian
   denoising   adagger (= y, the start), hyperlaplacian, nlm
   sr          bicubic (= adagger, the start)
@@ -113,28 +114,30 @@ def budgets(run_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def curve(name: str, runs: Path, previous: dict) -> dict:
-    """The learning curve of one trained model (see the module docstring)."""
+def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None) -> dict:
+    """The learning curve of one trained model (see the module docstring); `epochs`: only these
+    budgets (a deblurring budget costs about 10 minutes on 2 cores)."""
     from dgunet.config import config_from_yaml_string
     from dgunet.testrun.loading import load_model
 
     run_dir = runs / "runs" / name
-    points = budgets(run_dir)
+    points = [(e, p) for e, p in budgets(run_dir) if epochs is None or e in epochs]
     cfg = config_from_yaml_string(torch.load(points[-1][1], map_location="cpu", weights_only=True)["config"])
     task = cfg.MODEL.TASK
     scale = cfg.DEGRADE.SCALE if task == "sr" else None
     photos = len(list((runs / "train_photos").iterdir()))
     steps_per_epoch = photos * cfg.DATA.LENGTH_MULTIPLIER // cfg.OPTIM.BATCH_SIZE
     items = test_items(task, scale)
-    result = {"task": task, "scale": scale, "steps_per_epoch": steps_per_epoch, "points": [],
-              "baselines": baselines(task, items, scale, previous.get("baselines"))}
+    start_row = cfg.MODEL.START if cfg.MODEL.START != "adagger" else "bicubic" if task == "sr" else "adagger"
+    result = {"task": task, "scale": scale, "steps_per_epoch": steps_per_epoch, "start": start_row,
+              "points": [], "baselines": baselines(task, items, scale, previous.get("baselines"))}
     done = {p["epoch"]: p for p in previous.get("points", [])}
     for epoch, path in points:
         if epoch in done and "stages" in done[epoch] and path.name != "model_latest.pth":
             result["points"].append(done[epoch])
             continue
         start = time.perf_counter()
-        model = load_model(task, path, gradient=cfg.MODEL.GRADIENT).model
+        model = load_model(task, path).model  # gradient step and start from the checkpoint's config
         point = {"epoch": epoch, "steps": epoch * steps_per_epoch, **model_scores(model, items, scale)}
         result["points"].append(point)
         print(f"{name} epoch {epoch}: {point['final']} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -150,7 +153,8 @@ def markdown(curves: dict) -> str:
         lines += [f"**{name}** (PSNR in dB on the held-out photos)", "",
                   "| | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
         for row, values in c["baselines"].items():
-            lines.append(f"| {row} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
+            label = f"{row} (the model's start)" if row == c.get("start", "adagger") else row
+            lines.append(f"| {label} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
         for point in c["points"]:
             lines.append(f"| DGUNet, {point['steps']} steps (epoch {point['epoch']}) | "
                          + " | ".join(f"{point['final'][g]:.2f}" for g in groups) + " |")
@@ -202,13 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", help="default: every trained model in --runs")
     parser.add_argument("--out", type=Path, required=True, help="folder for curves.json")
     parser.add_argument("--figure", type=Path, help="also draw the curves into this PNG")
+    parser.add_argument("--epochs", nargs="+", type=int, help="score only these budgets (default: all kept)")
     args = parser.parse_args(argv)
     names = args.models or sorted(p.name for p in (args.runs / "runs").iterdir() if p.is_dir())
     out_file = args.out / "curves.json"
     previous = json.loads(out_file.read_text()) if out_file.exists() else {}
     curves = {}
     for name in names:
-        curves[name] = curve(name, args.runs, previous.get(name, {}))
+        curves[name] = curve(name, args.runs, previous.get(name, {}), args.epochs)
         write_text_atomic(out_file, json.dumps({**previous, **curves}, indent=1) + "\n")
     every = dict(sorted({**previous, **curves}.items()))  # earlier models of curves.json are shown too
     write_text_atomic(args.out / "curves.md", markdown(every))

@@ -48,13 +48,14 @@ class Recipe:
 
 
 RECIPES = {r.name: r for r in (
+    # The two noisy tasks start their stages from the best classical solver (dgunet.models.start).
     Recipe("deblurring", "Deblurring", "training_nonblind.yml", "deblurring",
-           opts=["DEGRADE.KERNEL_SIZE", "25"]),
+           opts=["DEGRADE.KERNEL_SIZE", "25", "MODEL.START", "hyperlaplacian"]),
     Recipe("sr-x2", "Super_Resolution", "training.yml", "sr", 2, ["DEGRADE.SCALE", "2"]),
     Recipe("sr-x3", "Super_Resolution", "training.yml", "sr", 3,
            ["DEGRADE.SCALE", "3", "TRAIN.PATCH_SIZE", "72"]),  # a multiple of 8 and of 3
     Recipe("sr-x4", "Super_Resolution", "training.yml", "sr", 4, ["DEGRADE.SCALE", "4"]),
-    Recipe("denoising", "Denoising", "training_gaussian.yml", "denoising"),
+    Recipe("denoising", "Denoising", "training_gaussian.yml", "denoising", opts=["MODEL.START", "nlm"]),
 )}
 
 

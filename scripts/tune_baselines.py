@@ -7,9 +7,12 @@ dgunet.data.kernels (all kinds, 25x25, seeded) for deblurring, or not at all for
   hyperlaplacian  for each noise level, lam maximising the mean PSNR (golden-section on log lam),
                   then a least-squares line log lam = LOG_LAM + LAM_SLOPE log sigma_eff per kind
   nlm             one factor h / sigma for every noise level (a grid), the best mean PSNR
+  tv-cs           for each CS ratio, the TV weight lam of FISTA-TV (dgunet.baselines.tv) on the
+                  fixed orthonormal 32x32 block matrix, maximising the mean PSNR (golden-section)
 
     python scripts/tune_baselines.py              # prints the result (~5 min on 2 cores)
     python scripts/tune_baselines.py --write      # and writes dgunet/baselines/tuned.py
+    python scripts/tune_baselines.py --only tv-cs --write   # one solver; the others' constants are kept
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ NOISE_SIGMAS = (5 / 255, 15 / 255, 25 / 255, 50 / 255)
 LOG_LAM_RANGE = (math.log(1e-6), math.log(1e-1))
 GOLDEN_STEPS = 14
 NLM_FACTORS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
+CS_PERCENTS = (10, 25, 50)
+TV_LOG_LAM_RANGE = (math.log(1e-5), math.log(1e-1))
+TV_GOLDEN_STEPS = 10
+SOLVERS = ("hyperlaplacian", "nlm", "tv-cs")
 
 
 def training_crops() -> torch.Tensor:
@@ -139,25 +146,64 @@ def tune_nlm(crops: torch.Tensor) -> dict:
             "sigmas": [s for s, *_ in levels]}
 
 
+def tune_tv_cs(crops: torch.Tensor) -> dict:
+    """lam per CS ratio (percent) for noiseless block CS with the fixed orthonormal matrix (seed 0)."""
+    from dgunet.baselines.tv import tv_reconstruct
+    from dgunet.physics import CompressedSensing
+
+    lams, rows = {}, []
+    for percent in CS_PERCENTS:
+        op = CompressedSensing(percent / 100).double()
+        y = op.A(crops)
+
+        def score(log_lam, y=y, op=op):
+            return mean_psnr(tv_reconstruct(y, op, math.exp(log_lam)), crops)
+
+        log_lam, best = golden_max(score, *TV_LOG_LAM_RANGE, TV_GOLDEN_STEPS)
+        lams[percent] = math.exp(log_lam)
+        rows.append({"percent": percent, "lam": lams[percent], "psnr": best,
+                     "start_psnr": mean_psnr(op.A_adjoint(y), crops)})
+        print(f"  tv-cs {percent}%: lam {lams[percent]:.3e}, PSNR {best:.2f} dB (Phi^T y "
+              f"{rows[-1]['start_psnr']:.2f})", flush=True)
+    return {"lam": lams, "levels": rows}
+
+
+def current_constants() -> dict:
+    """The constants tuned.py holds now, in the shape the tune_* functions return."""
+    return {"blur": {"log_lam": tuned.LOG_LAM["blur"], "slope": tuned.LAM_SLOPE["blur"]},
+            "noise": {"log_lam": tuned.LOG_LAM["noise"], "slope": tuned.LAM_SLOPE["noise"]},
+            "nlm": {"factor": tuned.NLM_H_FACTOR}, "tv-cs": {"lam": dict(tuned.TV_CS_LAM)}}
+
+
 def tuned_text(result: dict) -> str:
     doc = tuned.__doc__.strip()
     blur, noise = result["blur"], result["noise"]
+    tv = ", ".join(f"{p}: {lam:.4e}" for p, lam in sorted(result["tv-cs"]["lam"].items()))
     return (f'"""{doc}\n"""\n\n'
             f'LOG_LAM = {{"blur": {blur["log_lam"]:.4f}, "noise": {noise["log_lam"]:.4f}}}\n'
             f'LAM_SLOPE = {{"blur": {blur["slope"]:.4f}, "noise": {noise["slope"]:.4f}}}\n'
-            f'NLM_H_FACTOR = {result["nlm"]["factor"]}\n')
+            f'NLM_H_FACTOR = {result["nlm"]["factor"]}\n'
+            f'TV_CS_LAM = {{{tv}}}  # percent -> lam\n')
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--write", action="store_true", help=f"write {TUNED_FILE}")
     parser.add_argument("--json", type=Path, help="also write every tuned level to this JSON file")
+    parser.add_argument("--only", nargs="+", choices=SOLVERS, default=list(SOLVERS),
+                        help="tune these solvers only (the others keep tuned.py's constants)")
     args = parser.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     start = time.perf_counter()
     crops = training_crops()
-    result = {"blur": tune_hyper_laplacian("blur", crops), "noise": tune_hyper_laplacian("noise", crops),
-              "nlm": tune_nlm(crops)}
+    result = current_constants()
+    if "hyperlaplacian" in args.only:
+        result["blur"] = tune_hyper_laplacian("blur", crops)
+        result["noise"] = tune_hyper_laplacian("noise", crops)
+    if "nlm" in args.only:
+        result["nlm"] = tune_nlm(crops)
+    if "tv-cs" in args.only:
+        result["tv-cs"] = tune_tv_cs(crops)
     result["seconds"] = round(time.perf_counter() - start, 1)
     text = tuned_text(result)
     print(text)

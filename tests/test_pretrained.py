@@ -59,6 +59,8 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     groups = ["sigma 15", "sigma 25", "sigma 50"]
     assert list(curve["points"][0]["final"]) == groups
     assert set(curve["baselines"]) == {"adagger", "hyperlaplacian", "nlm"}
+    assert curve["start"] == "nlm"  # the recipe's MODEL.START, read back from the checkpoint
+    assert load_pretrained("denoising", folder=tmp_path / "ship").start == "nlm"
     assert all(len(v) == 7 for v in curve["points"][0]["stages"].values())
     assert curve["points"][0]["stages"]["sigma 25"][-1] == curve["points"][0]["final"]["sigma 25"]
     assert (tmp_path / "curves.png").stat().st_size > 1000

@@ -18,6 +18,10 @@ oracle reads "clean" (it is labelled so).
   wiener-flat     Wiener with a flat signal spectrum (dgunet.baselines.linear): weak on photos
   wiener          deprecated alias of wiener-flat
   bicubic         SR: MATLAB imresize(y, s), the Bicubic row
+
+Compressive sensing has no known-operator protocol (its test sets are the published ones), so its
+classical solver is a function, not a `--method`: `tv_compressed_sensing(y, op)`, FISTA with a
+total-variation prior (dgunet.baselines.tv), lam tuned on training photos per ratio.
 """
 
 from __future__ import annotations
@@ -121,5 +125,21 @@ BASELINES: dict[str, Method] = {
 }
 NEEDS_GROUND_TRUTH = ("adagger-oracle",)
 
+
+def tv_compressed_sensing(y: Tensor, op) -> Tensor:
+    """x (B,C,H,W) from block-CS measurements y of `op` (dgunet.physics.CompressedSensing) by FISTA-TV,
+    lam = tuned.TV_CS_LAM at the operator's ratio (tuned for 10, 25 and 50%)."""
+    from dgunet.baselines.tv import tv_reconstruct
+
+    percent = round(op.ratio * 100)
+    if percent not in tuned.TV_CS_LAM:
+        ratios = ", ".join(map(str, sorted(tuned.TV_CS_LAM)))
+        raise ConfigError(f"the TV weight is tuned for CS ratios {ratios}%, not {op.ratio * 100:g}%: run "
+                          f"scripts/tune_baselines.py --only tv-cs with CS_PERCENTS extended, or call "
+                          f"dgunet.baselines.tv.tv_reconstruct(y, op, lam)")
+    return tv_reconstruct(y, op, tuned.TV_CS_LAM[percent]).to(y.dtype)
+
+
 __all__ = ["BASELINES", "DEPRECATED", "NEEDS_GROUND_TRUTH", "bicubic_upsample", "hyper_laplacian_weight",
-           "oracle_eps", "regularised_inverse", "transfer_function", "wiener_deconvolve", "wiener_flat"]
+           "oracle_eps", "regularised_inverse", "transfer_function", "tv_compressed_sensing",
+           "wiener_deconvolve", "wiener_flat"]

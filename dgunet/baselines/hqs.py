@@ -59,8 +59,9 @@ def shrink(v: Tensor, lam: Tensor, beta: Tensor, alpha: float) -> Tensor:
     t = a.clone()
     for _ in range(NEWTON_STEPS):
         safe = t.clamp_min(TINY)
-        f = t - a + c * safe ** (alpha - 1)
-        slope = 1 + c * (alpha - 1) * safe ** (alpha - 2)
+        power = safe ** (alpha - 1)  # the solver's cost: one fractional power per step; t^(alpha-2) = power / t
+        f = t - a + c * power
+        slope = 1 + c * (alpha - 1) * power / safe
         downhill = (slope > 0) & (t > 0)  # past the minimum of the convex f: no root, w = 0
         t = torch.where(downhill, (t - f / torch.where(downhill, slope, 1.0)).clamp(0), torch.zeros_like(t))
     energy = lam * t**alpha + beta / 2 * (t - a) ** 2

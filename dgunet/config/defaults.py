@@ -24,6 +24,9 @@ def _model() -> CN:
     # Known modes only: the model is told the noise level (op.noise_model.sigma) and sets its step
     # sizes and proximal features from it (dgunet.models.image.NoiseConditioning); adds noise_net.* keys.
     m.NOISE_AWARE = False
+    # Known modes only: the start x0 of the unfolding (dgunet.models.start): adagger (the operator's
+    # A_dagger, published) | hyperlaplacian (the tuned HQS solver, blur or noise) | nlm (noise).
+    m.START = "adagger"
     # Compressive sensing sampling matrix: learned (published) | fixed (seeded Gaussian,
     # dgunet.physics.CompressedSensing with seed MODEL.PHI_SEED).
     m.PHI = "learned"

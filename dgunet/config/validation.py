@@ -10,8 +10,10 @@ from yacs.config import CfgNode as CN
 
 from dgunet import tasks
 from dgunet.errors import ConfigError, DGUNetError
+from dgunet.models.cs import CS_STARTS
 from dgunet.models.gradient import GRADIENTS
 from dgunet.models.registry import normalize_arch
+from dgunet.models.start import STARTS
 
 SCHEDULES = ("cosine", "multistep", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -59,6 +61,14 @@ def _validate_model(m: CN) -> None:
     _check(m.PHI in ("learned", "fixed"), f"MODEL.PHI = {m.PHI!r}; choose learned or fixed")
     _check(not m.NOISE_AWARE or m.GRADIENT != "learned", "MODEL.NOISE_AWARE needs a known operator: set "
            "MODEL.GRADIENT known or known+learned (with DEGRADE.KIND blur | sr | noise)")
+    if tasks.get_task(m.TASK).is_cs:
+        _one_of(m.START, CS_STARTS, "MODEL.START")
+        _check(m.START == "adagger" or m.PHI == "fixed", f"MODEL.START {m.START} reconstructs with the "
+               f"fixed sampling matrix: set MODEL.PHI fixed, or MODEL.START adagger")
+    else:
+        _one_of(m.START, STARTS, "MODEL.START")
+        _check(m.START == "adagger" or m.GRADIENT != "learned", f"MODEL.START {m.START} solves with the "
+               f"known operator: set MODEL.GRADIENT known or known+learned, or MODEL.START adagger")
     for key in ("N_FEAT", "SCALE_UNETFEATS", "SCALE_ORSNETFEATS"):
         _check(m[key] >= 0, f"MODEL.{key} = {m[key]} must be >= 0 (0: the published width)")
 

@@ -48,18 +48,19 @@ def _split_as(task: str) -> SplitBatch:
 
 
 def _image_overrides(cfg) -> dict:
-    """A known-operator model takes `gradient` (and `noise_aware`); published models take neither."""
+    """A known-operator model takes `gradient` (and `noise_aware`, `start`); published models take none."""
     m = cfg.MODEL
     if m.GRADIENT == "learned":
         return {}
-    return {"gradient": m.GRADIENT, **({"noise_aware": True} if m.NOISE_AWARE else {})}
+    return {"gradient": m.GRADIENT, **({"noise_aware": True} if m.NOISE_AWARE else {}),
+            **({"start": m.START} if m.START != "adagger" else {})}
 
 
 def _cs_overrides(cfg) -> dict:
     """The sampling ratio; a fixed Phi only when asked (published models take no such argument)."""
     m = cfg.MODEL
     fixed = {} if m.PHI == "learned" else {"phi": m.PHI, "phi_seed": m.PHI_SEED}
-    return {"cs_ratio": m.CS_RATIO, **fixed}
+    return {"cs_ratio": m.CS_RATIO, **fixed, **({"start": m.START} if m.START != "adagger" else {})}
 
 
 def _cs_title(cfg) -> str:

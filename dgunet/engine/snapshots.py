@@ -53,7 +53,9 @@ def fingerprint(cfg, num_samples: int) -> dict[str, Any]:
         "DATA.CROPS_PER_IMAGE": d.CROPS_PER_IMAGE, "DATA.SATURATION_AUG": d.SATURATION_AUG,
         "DATA.MIXUP_FROM_EPOCH": d.MIXUP_FROM_EPOCH, "DATA.MIXUP_ALPHA": d.MIXUP_ALPHA,
         "MODEL.GRADIENT": m.GRADIENT, "MODEL.PHI": m.PHI, "MODEL.PHI_SEED": m.PHI_SEED,
-        "MODEL.NOISE_AWARE": m.NOISE_AWARE, "LOSS.STAGE_WEIGHTS": [float(w) for w in cfg.LOSS.STAGE_WEIGHTS],
+        "MODEL.NOISE_AWARE": m.NOISE_AWARE,
+        **({"MODEL.START": m.START} if m.START != "adagger" else {}),  # absent: older snapshots still match
+        "LOSS.STAGE_WEIGHTS": [float(w) for w in cfg.LOSS.STAGE_WEIGHTS],
         # The synthetic degradations draw from these: any change alters the rest of the epoch's samples.
         **{f"DEGRADE.{k}": list(v) if isinstance(v, list | tuple) else v for k, v in cfg.DEGRADE.items()},
         "training samples": num_samples,
@@ -108,7 +110,7 @@ def check_fingerprint(snap: dict[str, Any], now: dict[str, Any], path: Path) -> 
 # patch, augmentation) may change between epochs; _recipe_changes warns about MODEL / OPTIM keys.
 BOUNDARY_KEYS = ("MODEL.TASK", "MODEL.ARCH", "MODEL.N_FEAT", "MODEL.SCALE_UNETFEATS", "MODEL.SCALE_ORSNETFEATS",
                  "MODEL.CS_RATIO", "MODEL.GRADIENT", "MODEL.PHI", "MODEL.PHI_SEED", "MODEL.NOISE_AWARE",
-                 "LOSS.STAGE_WEIGHTS", "OPTIM.BATCH_SIZE", "TRAIN.PHASE", "DATA.TRAIN_DIR")
+                 "MODEL.START", "LOSS.STAGE_WEIGHTS", "OPTIM.BATCH_SIZE", "TRAIN.PHASE", "DATA.TRAIN_DIR")
 
 
 def boundary_fingerprint(full: dict[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,11 @@ The measurement count and the block layout (image_to_blocks, blocks_to_image) ar
 dgunet.physics.cs's, imported here: one rule for the model and the operator.
 A 32x32 input is a single block (the published first training phase); larger inputs are
 cut into blocks (the published "deblock" phase). One model serves both.
+
+`start="tv"` (fixed Phi only) starts the stages from the classical FISTA-TV reconstruction of the
+measurements (dgunet.baselines.tv_compressed_sensing, lam tuned on training photos) instead of the
+published Phi^T b, as `start=` does for the image models (dgunet.models.start): the stages refine the
+best classical estimate. It needs a tuned ratio (10, 25 or 50%) and adds no parameters.
 """
 
 from __future__ import annotations
@@ -88,18 +93,39 @@ class CSStage(nn.Module):
         return img, feats, skips, dec
 
 
+CS_STARTS = ("adagger", "tv")
+
+
+def check_cs_start(start: str, phi: str, cs_ratio: float) -> None:
+    """ConfigError unless `start` applies: "tv" needs the fixed Phi and a ratio TV is tuned for."""
+    from dgunet.baselines import tuned
+
+    if start not in CS_STARTS:
+        raise ConfigError(f"start={start!r} for compressive sensing; choose one of {', '.join(CS_STARTS)}")
+    if start == "tv" and phi != "fixed":
+        raise ConfigError("start='tv' reconstructs with the fixed sampling matrix: use phi='fixed' (MODEL.PHI "
+                          "fixed), or start='adagger' with a learned Phi")
+    if start == "tv" and cs_ratio not in tuned.TV_CS_LAM:
+        raise ConfigError(f"start='tv': the TV weight is tuned for ratios {sorted(tuned.TV_CS_LAM)}%, not "
+                          f"{cs_ratio:g}% (scripts/tune_baselines.py --only tv-cs)")
+
+
 class _CSUnfolding(nn.Module):
     size_multiple = BLOCK
     shared = True
 
     def __init__(self, in_c: int = 1, out_c: int = 1, cs_ratio: float = 25, n_feat: int = 32,
                  scale_unetfeats: int = 16, scale_orsnetfeats: int = 16, kernel_size: int = 3,
-                 reduction: int = 4, bias: bool = False, phi: str = "learned", phi_seed: int = 0):
+                 reduction: int = 4, bias: bool = False, phi: str = "learned", phi_seed: int = 0,
+                 start: str = "adagger"):
         super().__init__()
         if in_c != 1 or out_c != 1:
             raise ConfigError("the CS model reconstructs one channel: in_c = out_c = 1")
         if phi not in ("learned", "fixed"):
             raise ConfigError(f"phi={phi!r}; choose 'learned' (published) or 'fixed'")
+        check_cs_start(start, phi, cs_ratio)
+        self.start, self.phi_seed = start, phi_seed
+        self._tv_operator: dict = {}  # device -> physics.CompressedSensing (a dict: no state-dict keys)
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
         self.in_c, self.out_c, self.cs_ratio, self.phi_mode = in_c, out_c, cs_ratio, phi
         self.step_scale: float | None = None  # 1/L of a fixed Phi; None: the published learned step
@@ -148,10 +174,24 @@ class _CSUnfolding(nn.Module):
     def _middle_stages(self) -> list[CSStage]:
         return [self.stage_model] * (NUM_STAGES - 2) if self.shared else list(self.body)
 
+    def start_estimate(self, img: Tensor, meas: Measurements) -> Tensor:
+        """x0 (B,1,H,W): Phi^T b (published), or FISTA-TV from the same measurements (`start="tv"`)."""
+        if self.start == "adagger":
+            return blocks_to_image(meas.phit_b, img.shape)
+        from dgunet.baselines import tv_compressed_sensing
+        from dgunet.physics import CompressedSensing
+
+        op = self._tv_operator.get(img.device)
+        if op is None:  # the same seeded matrix as Phi (phi="fixed")
+            op = CompressedSensing(self.cs_ratio / 100, BLOCK, self.phi_seed).to(img.device)
+            self._tv_operator[img.device] = op
+        with torch.no_grad():  # a fixed function of the measurements: nothing to learn through
+            return tv_compressed_sensing(op.A(img.detach().float()), op).to(img.dtype)
+
     def forward(self, img: Tensor) -> list[Tensor]:
         """img (B,1,H,W) in [0,1], H and W multiples of 32 -> 7 reconstructions, final first."""
         meas = Measurements(self.Phi, img, self.step_scale)
-        v = meas.gradient_step(blocks_to_image(meas.phit_b, img.shape), self.r0)
+        v = meas.gradient_step(self.start_estimate(img, meas), self.r0)
         skips, bottom = self.stage1_encoder(self.shallow_feat1(v))
         dec = self.stage1_decoder(bottom, skips)
         feats, x = self.sam12(dec[-1], v)

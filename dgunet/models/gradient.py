@@ -36,7 +36,8 @@ It reuses the stage's published `phit` ResBlock (identity plus a small residual)
 modes have the same parameters and a published checkpoint initialises any of them.
 
 An operator is anything with `A(x)` and `A_adjoint(y)` (dgunet.physics, deepinv's physics, your
-own); `A_dagger(y)`, when present, gives the image-space start x0, else `A_adjoint(y)` does.
+own); `A_dagger(y)`, when present, gives the image-space start x0, else `A_adjoint(y)` does; a known
+model may start from a classical solver instead (`start=`, dgunet.models.start).
 
 A "learned" (blind) model given an operator uses it only to bring y to image size: when y already
 has the image's size (blur, noise) it starts from y alone, exactly as published; otherwise (SR)
@@ -52,7 +53,8 @@ import torch
 from torch import Tensor, nn
 
 from dgunet.errors import PhysicsError
-from dgunet.physics.base import adjoint_shape, initial_estimate, operator_norm, shape_text
+from dgunet.models.start import start_estimate
+from dgunet.physics.base import adjoint_shape, operator_norm, shape_text
 
 GRADIENTS = ("learned", "known", "known+learned")
 
@@ -79,11 +81,12 @@ class Observation:
 
 
 def observe(y: Tensor, physics, mode: str, min_size: int, multiple: int, sigma=None,
-            noise_aware: bool = False) -> Observation:
+            noise_aware: bool = False, start: str = "adagger") -> Observation:
     """Check y against the operator and the model; compute the start x0, 1/L and the noise level.
 
     Without an operator (the published setting) nothing is checked or computed: x0 is y.
     sigma: the noise level of y (float or (B,)) for a noise-aware model; None: op.noise_model.sigma.
+    start: where x0 comes from (dgunet.models.start): the operator's A_dagger, or a classical solver.
     """
     if sigma is not None and not noise_aware:
         raise PhysicsError("sigma= is read by noise-aware models only; build the model with noise_aware=True "
@@ -100,7 +103,7 @@ def observe(y: Tensor, physics, mode: str, min_size: int, multiple: int, sigma=N
                            f"needs A(x) and A_adjoint(y) (see docs/physics.md)")
     if mode == "learned" and adjoint_shape(physics, y) == y.shape:
         return Observation(y, y, None, mode)  # blind: the operator's knowledge is not used
-    x0 = initial_estimate(physics, y)
+    x0 = start_estimate(physics, y, start, sigma)
     h, w = x0.shape[-2:]
     if x0.dim() != 4 or h % multiple or w % multiple or min(h, w) < min_size:
         raise PhysicsError(f"the operator's image estimate is {shape_text(x0.shape)}; the model needs "

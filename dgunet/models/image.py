@@ -12,6 +12,8 @@ the same parameters and state-dict keys, so a published checkpoint initialises a
 `noise_aware=True` (known modes only) adds `noise_net` (NoiseConditioning): the noise level sets a
 gain on every stage's step size and a shift of every stage's proximal features (formulation and why:
 dgunet.models.gradient, and `NoiseConditioning` below). Without it the keys are the published ones.
+`start=` (known modes only) chooses x0: A_dagger(y) as published, or a classical solver's estimate
+(dgunet.models.start); it adds no parameters.
 
 DGUNet shares one stage (`basic`) across stages 2..6; DGUNet+ gives every stage its own
 weights. Attribute names are the published checkpoint keys.
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 from dgunet.errors import ConfigError
 from dgunet.models.blocks import SAM, Decoder, Encoder, MergeBlock, ResBlock, conv, shallow_feat
 from dgunet.models.gradient import GRADIENTS, Observation, gradient_step, observe
+from dgunet.models.start import STARTS
 
 NUM_STAGES = 7
 
@@ -111,14 +114,19 @@ class _ImageUnfolding(nn.Module):
 
     def __init__(self, in_c: int, out_c: int, n_feat: int, scale_unetfeats: int,
                  scale_orsnetfeats: int, kernel_size: int, reduction: int, bias: bool,
-                 gradient: str = "learned", noise_aware: bool = False):
+                 gradient: str = "learned", noise_aware: bool = False, start: str = "adagger"):
         super().__init__()
         if gradient not in GRADIENTS:
             raise ConfigError(f"gradient={gradient!r}; choose one of {', '.join(GRADIENTS)}")
         if noise_aware and gradient == "learned":
             raise ConfigError("noise_aware=True needs a known operator: use gradient='known' or "
                               "'known+learned'")
-        self.gradient, self.noise_aware = gradient, noise_aware
+        if start not in STARTS:
+            raise ConfigError(f"start={start!r}; choose one of {', '.join(STARTS)}")
+        if start != "adagger" and gradient == "learned":
+            raise ConfigError(f"start={start!r} solves with the known operator: use gradient='known' or "
+                              f"'known+learned'")
+        self.gradient, self.noise_aware, self.start = gradient, noise_aware, start
         self.in_c, self.out_c = in_c, out_c
         self.n_feat, self.scale_unetfeats, self.scale_orsnetfeats = n_feat, scale_unetfeats, scale_orsnetfeats
         self._kernel_size, self._reduction, self._bias = kernel_size, reduction, bias
@@ -140,7 +148,8 @@ class _ImageUnfolding(nn.Module):
 
     def observe(self, y: Tensor, physics=None, sigma=None) -> Observation:
         """y and the operator, checked, with the image-space start x0 (B,out_c,H,W), 1/L and sigma."""
-        return observe(y, physics, self.gradient, self.min_size, self.size_multiple, sigma, self.noise_aware)
+        return observe(y, physics, self.gradient, self.min_size, self.size_multiple, sigma, self.noise_aware,
+                       self.start)
 
     def conditions(self, obs: Observation) -> list[tuple[Tensor | None, Tensor | None]]:
         """Per stage (gain (B,1,1,1), shift (B,n,1,1)) of a noise-aware model; (None, None) otherwise."""
@@ -183,9 +192,10 @@ class DGUNet(_ImageUnfolding):
 
     def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 80, scale_unetfeats: int = 48,
                  scale_orsnetfeats: int = 32, kernel_size: int = 3, reduction: int = 4,
-                 bias: bool = False, gradient: str = "learned", noise_aware: bool = False):
+                 bias: bool = False, gradient: str = "learned", noise_aware: bool = False,
+                 start: str = "adagger"):
         super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, kernel_size,
-                         reduction, bias, gradient, noise_aware)
+                         reduction, bias, gradient, noise_aware, start)
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
         resblock_act = nn.PReLU()  # one PReLU for every phi/phi^T (published quirk)
         act = nn.PReLU()  # one PReLU for this module's own CABs
@@ -234,9 +244,10 @@ class DGUNetPlus(_ImageUnfolding):
 
     def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 80, scale_unetfeats: int = 48,
                  scale_orsnetfeats: int = 32, kernel_size: int = 3, reduction: int = 4,
-                 bias: bool = False, gradient: str = "learned", noise_aware: bool = False):
+                 bias: bool = False, gradient: str = "learned", noise_aware: bool = False,
+                 start: str = "adagger"):
         super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, kernel_size,
-                         reduction, bias, gradient, noise_aware)
+                         reduction, bias, gradient, noise_aware, start)
         n, s = n_feat, scale_unetfeats
         resblock_act = nn.PReLU()
         act = nn.PReLU()

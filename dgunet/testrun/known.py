@@ -34,13 +34,12 @@ from torch import Tensor, nn
 
 from dgunet.baselines import BASELINES, DEPRECATED
 from dgunet.benchmarks import Case, cases, protocol
-from dgunet.checkpoint import read_checkpoint
-from dgunet.config import config_from_yaml_string
 from dgunet.data.io import decode_image, image_from_array, save_png_atomic, to_uint8
 from dgunet.data.synthetic import DegradeSpec, build_operator, clean_images
 from dgunet.errors import ConfigError, DataError
 from dgunet.evaluate import EvaluationResult, ImageScore, write_json_atomic
 from dgunet.metrics.protocols import get_protocol
+from dgunet.models.start import start_estimate
 from dgunet.physics.base import adjoint_shape, initial_estimate, operator_norm
 from dgunet.tasks import KNOWN_PROTOCOLS, patch_multiple
 from dgunet.testrun.results import DatasetResult
@@ -108,13 +107,6 @@ def shipped_model(task: str, args: argparse.Namespace, log: Callable[[str], None
     log(f"no --weights: the shipped model {path}")
     args.weights = str(path)
     return args.weights
-
-
-def checkpoint_config(weights: str | Path):
-    """The training config stored in a checkpoint of our engine, or None (published files have none)."""
-    state = read_checkpoint(weights)
-    text = state.get("config") if isinstance(state, dict) else None
-    return config_from_yaml_string(text) if isinstance(text, str) and text else None
 
 
 def trained_scale(task: str, args: argparse.Namespace, cfg) -> list[int] | None:
@@ -188,6 +180,10 @@ class PaddedOperator(nn.Module):
 
     def A_dagger(self, y: Tensor) -> Tensor:
         return pad_to_multiple(initial_estimate(self.op, y), self.multiple)
+
+    def classical_start(self, y: Tensor, start: str, sigma=None) -> Tensor:
+        """A classical solver's estimate (dgunet.models.start) on the true size, padded like A_dagger."""
+        return pad_to_multiple(start_estimate(self.op, y, start, sigma), self.multiple)
 
     def norm_AtA(self, x: Tensor) -> float | Tensor:
         """L of A' = A crop: the crop's singular values are all 1, so ||A'^T A'|| = ||A^T A|| at the

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from yacs.config import CfgNode as CN
 
 from dgunet.checkpoint import Structure, extract_state_dict, infer_structure, load_weights, read_checkpoint
+from dgunet.config import config_from_yaml_string
 from dgunet.errors import ConfigError
 from dgunet.models import VARIANTS, build_model, get_variant, normalize_arch
 
@@ -81,16 +83,47 @@ def _resolve_ratio(task: str, structure: Structure | None, cs_ratio: float | Non
     raise ConfigError(f"cannot tell the sampling ratio of {weights}; pass --cs-ratio")
 
 
+def stored_config(checkpoint) -> CN | None:
+    """The training config inside a checkpoint of our engine (read_checkpoint's dict), or None
+    (published files have none); keys added since it was written get their defaults."""
+    text = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    return config_from_yaml_string(text) if isinstance(text, str) and text else None
+
+
+def checkpoint_config(weights: str | Path) -> CN | None:
+    """`stored_config` of the file `weights`."""
+    return stored_config(read_checkpoint(weights))
+
+
+def model_options(cfg: CN | None, gradient: str | None, task: str = "deblurring") -> dict:
+    """The constructor options a checkpoint's own config implies: its gradient step (unless
+    `gradient` is given; "learned" without a config) and its start; for CS its fixed Phi and start."""
+    if task == "cs":
+        if cfg is None or cfg.MODEL.PHI != "fixed":
+            return {}  # a learned Phi is in the weights
+        return {"phi": "fixed", "phi_seed": cfg.MODEL.PHI_SEED,
+                **({"start": cfg.MODEL.START} if cfg.MODEL.START != "adagger" else {})}
+    gradient = gradient or (cfg.MODEL.GRADIENT if cfg is not None else "learned")
+    if gradient == "learned":  # the published models are built without the arguments
+        return {}
+    start = cfg.MODEL.START if cfg is not None else "adagger"
+    return {"gradient": gradient, **({"start": start} if start != "adagger" else {})}
+
+
 def load_model(task: str, weights: str | Path, arch: str | None = None,
                given_widths: dict[str, int] | None = None, cs_ratio: float | None = None,
-               device: str | torch.device = "cpu", gradient: str = "learned") -> LoadedModel:
+               device: str | torch.device = "cpu", gradient: str | None = None) -> LoadedModel:
     """Read `weights`, build the matching `task` model, load it strictly, move it to `device`.
 
+    gradient: the gradient step to build (dgunet.models.gradient); None: the checkpoint's own
+    MODEL.GRADIENT ("learned" for files without a config). A known model also gets the checkpoint's
+    MODEL.START and, when its keys hold noise_net.*, the noise conditioning.
     Raises CheckpointError (naming the file) for unreadable files and for weights of another
     task or architecture.
     """
     weights = Path(weights)
-    state = extract_state_dict(read_checkpoint(weights), f"checkpoint {weights}")
+    checkpoint = read_checkpoint(weights)
+    state = extract_state_dict(checkpoint, f"checkpoint {weights}")
     structure = infer_structure(state)
     if arch is None:
         arch = structure.arch if structure is not None else "DGUNet"
@@ -99,10 +132,9 @@ def load_model(task: str, weights: str | Path, arch: str | None = None,
                                                               if v is not None})
     ratio = _resolve_ratio(task, structure, cs_ratio, weights)
     extra = {"cs_ratio": ratio} if ratio is not None else {}
-    if gradient != "learned":  # the published models are built without the argument
-        extra["gradient"] = gradient
-        if any(key.startswith("noise_net.") for key in state):  # MODEL.NOISE_AWARE: its keys tell
-            extra["noise_aware"] = True
+    extra.update(model_options(stored_config(checkpoint), gradient, task))
+    if "gradient" in extra and any(key.startswith("noise_net.") for key in state):  # MODEL.NOISE_AWARE
+        extra["noise_aware"] = True
     model = build_model(task, arch, **widths, **extra)
     # Loading by path (not the state read above) so that a mismatch message names the file.
     load_weights(model, weights)

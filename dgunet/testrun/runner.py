@@ -21,7 +21,7 @@ from dgunet.testrun.datasets import (
     require_dataset,
     select_datasets,
 )
-from dgunet.testrun.loading import load_model
+from dgunet.testrun.loading import checkpoint_config, load_model
 from dgunet.testrun.precheck import check_sets
 from dgunet.testrun.restoring import check_supported
 from dgunet.testrun.results import DatasetResult
@@ -124,7 +124,7 @@ def make_context(task: str, args: argparse.Namespace, weights: str, cs_ratio: fl
         weights = known.shipped_model(task, args, log)
     if not weights:
         raise ConfigError("--weights is required: the checkpoint to test")
-    cfg = known.checkpoint_config(weights) if protocol else None
+    cfg = checkpoint_config(weights) if protocol else None
     gradient = known.model_gradient(args, cfg) if protocol else "learned"
     loaded = load_model(task, weights, args.arch, options.given_widths(args), cs_ratio,
                         options.pick_device(args.device), gradient=gradient)
