@@ -34,10 +34,16 @@ def test_quick_evidence_run_writes_tables_and_figures(tmp_path):
         assert len(summary["deblurring"]["stage_residual"][kind]) == 7
     assert {"x4"} <= set(summary["sr"]) and all("bicubic" in r for r in summary["sr"].values())
     assert all(len(r["stage_psnr"]) == 7 for r in summary["sr"].values())
-    for row in summary["cs_25"].values():  # each CS model against its own start Phi^T y, per stage
+    for row in summary["cs_25"].values():  # each CS model against its own start, per stage
         assert len(row["stage_psnr"]) == 7 and row["output"] == row["stage_psnr"][-1]
-        assert 5 < row["Phi^T y (start)"] < 15  # 25% of the energy kept: about 9 dB on these photos
-    assert set(summary["cs_25"]) == {"fixed Phi", "learned Phi"}
+    assert set(summary["cs_25"]) == {"fixed Phi", "learned Phi", "fixed Phi, TV start"}
+    for name in ("fixed Phi", "learned Phi"):  # Phi^T y keeps 25% of the energy: about 9 dB here
+        assert 5 < summary["cs_25"][name]["Phi^T y (start)"] < 15
+    tv = summary["cs_25_classical"]
+    assert summary["cs_25"]["fixed Phi, TV start"]["Phi^T y (start)"] == pytest.approx(
+        tv["FISTA-TV (tuned on training photos)"], abs=1e-3)  # the TV-start model starts from that row
+    tuned = tv["FISTA-TV (tuned on training photos)"]
+    assert tv["FISTA-TV, lam per image on the ground truth (oracle)"] >= tuned > 20
     denoise = summary["denoising_baselines"]
     assert set(denoise) == {"sigma15", "sigma25", "sigma50"}
     assert all(r["hyper-Laplacian HQS (tuned on training photos)"] > r["input y"] for r in denoise.values())

@@ -64,7 +64,7 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     assert all(len(v) == 7 for v in curve["points"][0]["stages"].values())
     assert curve["points"][0]["stages"]["sigma 25"][-1] == curve["points"][0]["final"]["sigma 25"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
-    assert "| nlm |" in (tmp_path / "curves" / "curves.md").read_text()
+    assert "| nlm (the model's start) |" in (tmp_path / "curves" / "curves.md").read_text()
 
 
 @pytest.mark.slow

@@ -13,11 +13,11 @@ estimate):
                   A_dagger for deblurring at 1% noise, for a few FFTs per splitting step
   nlm             non-local means (denoising only, scikit-image on the CPU: a host round trip)
 
-A classical start needs what the solver needs: a circular `Blur` (its kernel) or an `Identity`, and
-the noise level sigma (the `sigma=` argument or op.noise_model.sigma). An operator that wraps another
-(dgunet.testrun.known.PaddedOperator) supplies `classical_start(y, start, sigma)` itself. It is computed without
-gradient, in float64, and does not depend on the network's weights, so it is the same estimate the
-matching `--method` baseline reports.
+A classical start needs what the solver needs: a circular `Blur` (its kernel) or an `Identity`,
+and the noise level sigma (the `sigma=` argument or op.noise_model.sigma). An operator that wraps
+another (dgunet.testrun.known.PaddedOperator) supplies `classical_start(y, start, sigma)` itself.
+It is computed without gradient, in float64, and does not depend on the network's weights, so it
+is the same estimate the matching `--method` baseline reports.
 """
 
 from __future__ import annotations
