@@ -7,17 +7,20 @@ number of optimizer steps on the same samples), this script trains on a CPU with
   deblur-blind    the same, MODEL.GRADIENT learned (the published, blind step)
   cs-fixed        Compressive_Sensing/training.yml at 25%, PHI fixed (orthonormal Gaussian rows)
   cs-learned      the same with the published learned Phi
+  cs-fixed-tv     cs-fixed with the stages started from FISTA-TV (MODEL.START tv); -tv96 on 96x96
+                  crops (batch 4), -tv96w also with the stage weights [1, 0.02 x 6]
 then tests them on held-out photos: deblurring on the fixed benchmark cases of `dgunet.benchmarks`
 (12 kernels never drawn in training, noise 1% and 3%) next to the classical baselines of
 dgunet.baselines, all with the true kernel (flat-spectrum Wiener, the operator's regularised
 inverse A_dagger with its rule and with eps chosen per image on the ground truth (oracle), the
 hyper-Laplacian HQS tuned on training photos); CS on the Y channel of the same photos against
-each model's own start Phi^T y; both per stage. SR x2/x3/x4 are scored with the shipped models
-(pretrained/) per stage, Gaussian denoising's classical rows are listed; the shipped models'
-learning curves are scripts/learning_curves.py's (the same page). Writes the tables, per-stage
+each model's own start (Phi^T y or FISTA-TV) and FISTA-TV (tuned, and oracle); both per stage.
+SR x2/x3/x4 are scored with the shipped models (pretrained/) per stage, Gaussian denoising's
+classical rows are listed; the shipped models' learning curves are scripts/learning_curves.py's
+(the same page). Writes the tables, per-stage
 curves and a stage strip.
 
-    python scripts/known_degradation.py --out known_out            # ~1 h on 2 cores
+    python scripts/known_degradation.py --out known_out            # ~2 h on 2 cores
     python scripts/known_degradation.py --out /tmp/k --quick       # a few steps: checks the plumbing
     python scripts/known_degradation.py --out /tmp/b --baselines-only   # the classical rows (~3 min)
 """
@@ -48,7 +51,8 @@ def budget(name: str, quick: bool) -> dict[str, str]:
     LENGTH_MULTIPLIER / BATCH_SIZE = 5 * 13 * 32 / 4 = 520; CS: EPOCHS * photos * CROPS_PER_IMAGE /
     32 = 5 * 13 * 256 / 32 = 520 steps of 32 blocks."""
     if name.startswith("cs"):
-        return {"OPTIM.NUM_EPOCHS": "1" if quick else "5", "DATA.CROPS_PER_IMAGE": "8" if quick else "256"}
+        crops = 32 if name.startswith("cs-fixed-tv96") else 256  # 5 * 13 * 32 / batch 4 = 520 steps too
+        return {"OPTIM.NUM_EPOCHS": "1" if quick else "5", "DATA.CROPS_PER_IMAGE": "8" if quick else str(crops)}
     if quick:
         return {"OPTIM.NUM_EPOCHS": "1", "DATA.LENGTH_MULTIPLIER": "1"}  # 13 / 4 = 3 steps
     return {"OPTIM.NUM_EPOCHS": "5", "DATA.LENGTH_MULTIPLIER": "32"}
@@ -65,6 +69,16 @@ RUNS = {  # name: (task folder, config, extra opts)
     # the fixed Phi with the stages started from FISTA-TV (dgunet.models.cs, start="tv")
     "cs-fixed-tv": ("Compressive_Sensing", "training.yml",
                     [*CS_OPTS, "MODEL.PHI", "fixed", "MODEL.START", "tv"]),
+    # the same on 96x96 crops (3x3 blocks, batch 4: as many pixels per step), so that TV sees
+    # neighbouring blocks in training as it does on whole test images
+    "cs-fixed-tv96": ("Compressive_Sensing", "training.yml",
+                      [*CS_OPTS, "MODEL.PHI", "fixed", "MODEL.START", "tv", "OPTIM.BATCH_SIZE", "4",
+                       "TRAIN.PATCH_SIZE", "96"]),
+    # ... and with the known recipes' stage weights (the loss is mostly the output's)
+    "cs-fixed-tv96w": ("Compressive_Sensing", "training.yml",
+                       [*CS_OPTS, "MODEL.PHI", "fixed", "MODEL.START", "tv", "OPTIM.BATCH_SIZE", "4",
+                        "TRAIN.PATCH_SIZE", "96", "LOSS.STAGE_WEIGHTS",
+                        "[1.0, 0.02, 0.02, 0.02, 0.02, 0.02, 0.02]"]),
 }
 
 
@@ -448,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     limit = 2 if args.quick else None  # --quick: 2 kernels x 2 photos, enough to run every line
     deblur = evaluate_deblurring(load("deblur-known", out), load("deblur-blind", out), limit)
     cs = evaluate_cs({"fixed Phi": load("cs-fixed", out), "learned Phi": load("cs-learned", out),
-                      "fixed Phi, TV start": load("cs-fixed-tv", out)}, limit)
+                      "fixed Phi, TV start": load("cs-fixed-tv", out),
+                      "fixed Phi, TV start, 96x96 crops": load("cs-fixed-tv96", out),
+                      "fixed Phi, TV start, 96x96 crops, stage weights": load("cs-fixed-tv96w", out)}, limit)
     shipped_sr = shipped_sr_models()
     sr = evaluate_sr(dict(sorted(shipped_sr.items())), limit)
     denoise = evaluate_denoising_baselines(limit)

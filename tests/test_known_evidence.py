@@ -36,7 +36,9 @@ def test_quick_evidence_run_writes_tables_and_figures(tmp_path):
     assert all(len(r["stage_psnr"]) == 7 for r in summary["sr"].values())
     for row in summary["cs_25"].values():  # each CS model against its own start, per stage
         assert len(row["stage_psnr"]) == 7 and row["output"] == row["stage_psnr"][-1]
-    assert set(summary["cs_25"]) == {"fixed Phi", "learned Phi", "fixed Phi, TV start"}
+    assert set(summary["cs_25"]) == {"fixed Phi", "learned Phi", "fixed Phi, TV start",
+                                     "fixed Phi, TV start, 96x96 crops",
+                                     "fixed Phi, TV start, 96x96 crops, stage weights"}
     for name in ("fixed Phi", "learned Phi"):  # Phi^T y keeps 25% of the energy: about 9 dB here
         assert 5 < summary["cs_25"][name]["Phi^T y (start)"] < 15
     tv = summary["cs_25_classical"]
