@@ -17,8 +17,7 @@ hyper-Laplacian HQS tuned on training photos); CS on the Y channel of the same p
 each model's own start (Phi^T y or FISTA-TV) and FISTA-TV (tuned, and oracle); both per stage.
 SR x2/x3/x4 are scored with the shipped models (pretrained/) per stage, Gaussian denoising's
 classical rows are listed; the shipped models' learning curves are scripts/learning_curves.py's
-(the same page). Writes the tables, per-stage
-curves and a stage strip.
+(the same page). Writes the tables, per-stage curves and a stage strip.
 
     python scripts/known_degradation.py --out known_out            # ~2 h on 2 cores
     python scripts/known_degradation.py --out /tmp/k --quick       # a few steps: checks the plumbing
