@@ -155,7 +155,7 @@ def test_cs_model_starts_from_fista_tv_with_the_fixed_matrix():
     assert len(model(img)) == 7
     with pytest.raises(ConfigError, match="fixed sampling matrix"):
         build_model("cs", cs_ratio=25, start="tv", **SMALL)
-    with pytest.raises(ConfigError, match="tuned for ratios"):
+    with pytest.raises(ConfigError, match="tuned for CS ratios"):
         build_model("cs", cs_ratio=4, phi="fixed", start="tv", **SMALL)
     cfg = defaults()
     cfg.MODEL.TASK, cfg.MODEL.START, cfg.LOSS.CLAMP = "cs", "tv", True

@@ -126,20 +126,24 @@ BASELINES: dict[str, Method] = {
 NEEDS_GROUND_TRUTH = ("adagger-oracle",)
 
 
-def tv_compressed_sensing(y: Tensor, op) -> Tensor:
-    """x (B,C,H,W) from block-CS measurements y of `op` (dgunet.physics.CompressedSensing) by FISTA-TV,
-    lam = tuned.TV_CS_LAM at the operator's ratio (tuned for 10, 25 and 50%)."""
-    from dgunet.baselines.tv import tv_reconstruct
-
-    percent = round(op.ratio * 100)
+def tv_cs_weight(percent: float) -> float:
+    """lam of FISTA-TV for a CS ratio in percent (tuned.TV_CS_LAM); ConfigError for an untuned ratio."""
     if percent not in tuned.TV_CS_LAM:
         ratios = ", ".join(map(str, sorted(tuned.TV_CS_LAM)))
-        raise ConfigError(f"the TV weight is tuned for CS ratios {ratios}%, not {op.ratio * 100:g}%: run "
+        raise ConfigError(f"the TV weight is tuned for CS ratios {ratios}%, not {percent:g}%: run "
                           f"scripts/tune_baselines.py --only tv-cs with CS_PERCENTS extended, or call "
                           f"dgunet.baselines.tv.tv_reconstruct(y, op, lam)")
-    return tv_reconstruct(y, op, tuned.TV_CS_LAM[percent]).to(y.dtype)
+    return tuned.TV_CS_LAM[percent]
+
+
+def tv_compressed_sensing(y: Tensor, op) -> Tensor:
+    """x (B,C,H,W) from block-CS measurements y of `op` (dgunet.physics.CompressedSensing) by FISTA-TV,
+    lam = tv_cs_weight at the operator's ratio (tuned for 10, 25 and 50%)."""
+    from dgunet.baselines.tv import tv_reconstruct
+
+    return tv_reconstruct(y, op, tv_cs_weight(round(op.ratio * 100))).to(y.dtype)
 
 
 __all__ = ["BASELINES", "DEPRECATED", "NEEDS_GROUND_TRUTH", "bicubic_upsample", "hyper_laplacian_weight",
-           "oracle_eps", "regularised_inverse", "transfer_function", "tv_compressed_sensing",
+           "oracle_eps", "regularised_inverse", "transfer_function", "tv_compressed_sensing", "tv_cs_weight",
            "wiener_deconvolve", "wiener_flat"]

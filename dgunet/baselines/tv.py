@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dgunet.physics.base import operator_norm
+from dgunet.physics.base import initial_estimate, operator_norm
 
 TAU = 0.125  # Chambolle's step: converges for tau <= 1/8 in 2-D
 FISTA_STEPS = 100
@@ -68,8 +68,6 @@ def tv_prox(f: Tensor, weight: float | Tensor, steps: int = 200, dual: Tensor | 
 def tv_reconstruct(y: Tensor, op, lam: float | Tensor, steps: int = FISTA_STEPS,
                    prox_steps: int = PROX_STEPS) -> Tensor:
     """x (B,C,H,W) float64 minimising 1/2 ||A x - y||^2 + lam TV(x) (module docstring), from A_dagger."""
-    from dgunet.physics.base import initial_estimate
-
     y = y.double()  # the operator casts its matrix or kernel to y's dtype (ours do; nothing is modified)
     x = initial_estimate(op, y)
     step = 1.0 / float(torch.as_tensor(operator_norm(op, x)).max())

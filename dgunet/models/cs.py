@@ -98,16 +98,15 @@ CS_STARTS = ("adagger", "tv")
 
 def check_cs_start(start: str, phi: str, cs_ratio: float) -> None:
     """ConfigError unless `start` applies: "tv" needs the fixed Phi and a ratio TV is tuned for."""
-    from dgunet.baselines import tuned
+    from dgunet.baselines import tv_cs_weight
 
     if start not in CS_STARTS:
         raise ConfigError(f"start={start!r} for compressive sensing; choose one of {', '.join(CS_STARTS)}")
     if start == "tv" and phi != "fixed":
         raise ConfigError("start='tv' reconstructs with the fixed sampling matrix: use phi='fixed' (MODEL.PHI "
                           "fixed), or start='adagger' with a learned Phi")
-    if start == "tv" and cs_ratio not in tuned.TV_CS_LAM:
-        raise ConfigError(f"start='tv': the TV weight is tuned for ratios {sorted(tuned.TV_CS_LAM)}%, not "
-                          f"{cs_ratio:g}% (scripts/tune_baselines.py --only tv-cs)")
+    if start == "tv":
+        tv_cs_weight(cs_ratio)  # refuses a ratio the TV weight is not tuned for
 
 
 class _CSUnfolding(nn.Module):
@@ -186,7 +185,7 @@ class _CSUnfolding(nn.Module):
             op = CompressedSensing(self.cs_ratio / 100, BLOCK, self.phi_seed).to(img.device)
             self._tv_operator[img.device] = op
         with torch.no_grad():  # a fixed function of the measurements: nothing to learn through
-            return tv_compressed_sensing(op.A(img.detach().float()), op).to(img.dtype)
+            return tv_compressed_sensing(op.A(img.detach()), op)
 
     def forward(self, img: Tensor) -> list[Tensor]:
         """img (B,1,H,W) in [0,1], H and W multiples of 32 -> 7 reconstructions, final first."""

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from dgunet.errors import PhysicsError
-from dgunet.models.start import start_estimate
+from dgunet.models.start import per_sample_sigma, start_estimate
 from dgunet.physics.base import adjoint_shape, operator_norm, shape_text
 
 GRADIENTS = ("learned", "known", "known+learned")
@@ -133,21 +133,8 @@ def noise_level(physics, sigma, lipschitz: float | Tensor, x0: Tensor) -> Tensor
 
     Built on x0's device without host copies or reads: floats become device fills, tensors stay.
     """
-    if sigma is None:
-        sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
-    if sigma is None:
-        raise PhysicsError(f"a noise-aware model needs the noise level of y: call model(y, physics=op, "
-                           f"sigma=s) or give {type(physics).__name__} a noise model with sigma "
-                           f"(noise_model=GaussianNoise(s))")
     batch = x0.shape[0]
-    if isinstance(sigma, Tensor):
-        sigma = sigma.detach().to(device=x0.device, dtype=torch.float32)
-    else:
-        sigma = torch.full((), float(sigma), device=x0.device)
-    if sigma.dim() > 1 or sigma.numel() not in (1, batch):
-        raise PhysicsError(f"{sigma.numel()} noise levels for a batch of {batch}; give one sigma per sample "
-                           f"(B,) or one float")
-    sigma = sigma.reshape(-1).expand(batch)
+    sigma = per_sample_sigma(physics, sigma, batch, x0.device, torch.float32, "a noise-aware model")
     tiny = torch.finfo(torch.float32).tiny
     if not isinstance(lipschitz, Tensor):
         return sigma / math.sqrt(max(float(lipschitz), tiny))

@@ -47,15 +47,25 @@ def solver_kernel(physics, y: Tensor) -> Tensor:
                        f"start='adagger' (MODEL.START adagger)")
 
 
-def raw_sigma(physics, sigma, y: Tensor) -> Tensor:
-    """(B,) noise std of y: the `sigma=` argument, else op.noise_model.sigma."""
+def per_sample_sigma(physics, sigma, batch: int, device, dtype: torch.dtype, who: str) -> Tensor:
+    """(B,) noise std of y: the `sigma=` argument (one float or (B,)), else op.noise_model.sigma.
+
+    Built on `device` without host reads: a float becomes a device fill, a tensor is moved.
+    `who` names what needs it in the error ("a noise-aware model", "a classical start").
+    """
     if sigma is None:
         sigma = getattr(getattr(physics, "noise_model", None), "sigma", None)
     if sigma is None:
-        raise PhysicsError("a classical start needs the noise level of y: pass sigma= or give the operator "
-                           "a noise model (noise_model=GaussianNoise(s))")
-    sigma = torch.as_tensor(sigma, dtype=torch.float64).detach().to(y.device).reshape(-1)
-    return sigma.expand(y.shape[0]) if sigma.numel() == 1 else sigma
+        raise PhysicsError(f"{who} needs the noise level of y: call model(y, physics=op, sigma=s) or give "
+                           f"{type(physics).__name__} a noise model with sigma (noise_model=GaussianNoise(s))")
+    if isinstance(sigma, Tensor):
+        sigma = sigma.detach().to(device=device, dtype=dtype)
+    else:
+        sigma = torch.full((), float(sigma), device=device, dtype=dtype)
+    if sigma.dim() > 1 or sigma.numel() not in (1, batch):
+        raise PhysicsError(f"{sigma.numel()} noise levels for a batch of {batch}; give one sigma per sample "
+                           f"(B,) or one float")
+    return sigma.reshape(-1).expand(batch)
 
 
 def start_estimate(physics, y: Tensor, start: str, sigma=None) -> Tensor:
@@ -73,6 +83,7 @@ def start_estimate(physics, y: Tensor, start: str, sigma=None) -> Tensor:
     if start in DENOISING_ONLY and kernel.shape[-1] != 1:
         raise PhysicsError(f"start={start!r} denoises; a Blur operator starts from 'hyperlaplacian' or "
                            f"'adagger'")
-    params = {"kernel": kernel, "sigma": raw_sigma(physics, sigma, y), "scale": 1}
+    sigma = per_sample_sigma(physics, sigma, y.shape[0], y.device, torch.float64, "a classical start")
+    params = {"kernel": kernel, "sigma": sigma, "scale": 1}
     with torch.no_grad():  # a fixed function of y: no weights, nothing to learn through
-        return BASELINES[start](y.detach().float(), physics, params).to(device=y.device, dtype=y.dtype)
+        return BASELINES[start](y.detach(), physics, params).to(device=y.device, dtype=y.dtype)
