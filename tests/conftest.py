@@ -16,6 +16,10 @@ CUDA_PRESENT = torch.cuda.is_available()
 VISIBLE_BEFORE = os.environ.get("CUDA_VISIBLE_DEVICES")
 
 REPO = Path(__file__).resolve().parents[1]
+# A hang guard for the tests that run a whole script, not a speed limit: on a quiet 2-core machine
+# they take minutes, on a shared one five times as long (the quick evidence run hit 900 s next to
+# three trainings).
+SCRIPT_TIMEOUT_S = 3600
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -134,3 +136,19 @@ def test_save_atomic_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["model_latest.pth"]
+
+
+def test_load_model_reads_the_file_once_and_names_it_on_a_mismatch(tmp_path, monkeypatch):
+    from dgunet import checkpoint
+    from dgunet.testrun import loading
+
+    path = tmp_path / "small.pth"
+    torch.save(small("deblurring").state_dict(), path)
+    reads = []
+    real = checkpoint.read_checkpoint
+    monkeypatch.setattr(loading, "read_checkpoint", lambda p: reads.append(p) or real(p))
+    monkeypatch.setattr(checkpoint, "read_checkpoint", lambda p: reads.append(p) or real(p))
+    loading.load_model("deblurring", path)
+    assert reads == [path]
+    with pytest.raises(CheckpointError, match=re.escape(str(path)) + " does not fit the model"):
+        loading.load_model("deblurring", path, arch="DGUNet_plus")

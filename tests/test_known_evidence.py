@@ -10,14 +10,15 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, SCRIPT_TIMEOUT_S
 
 
 @pytest.mark.slow
 def test_quick_evidence_run_writes_tables_and_figures(tmp_path):
     script = REPO / "scripts" / "known_degradation.py"
     done = subprocess.run([sys.executable, str(script), "--out", str(tmp_path), "--quick"],
-                          capture_output=True, text=True, check=False, timeout=900)
+                          capture_output=True, text=True, check=False,
+                          timeout=SCRIPT_TIMEOUT_S)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     table = summary["deblurring"]["table"]

@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 from _engine_helpers import REPO, env_one_thread
+from conftest import SCRIPT_TIMEOUT_S
 
 from dgunet.pretrained import MAX_BYTES, load_pretrained, pretrained_dir, read_manifest
 
@@ -31,7 +32,8 @@ def script():
 def run_script(tmp_path, *models: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "runs"), "--ship",
                            str(tmp_path / "ship"), "--plumbing", "--models", *models],
-                          env=env_one_thread(), capture_output=True, text=True, timeout=600)
+                          env=env_one_thread(), capture_output=True, text=True,
+                          timeout=SCRIPT_TIMEOUT_S)
 
 
 @pytest.mark.slow
@@ -52,7 +54,7 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     curves = subprocess.run([sys.executable, str(REPO / "scripts" / "learning_curves.py"), "--runs",
                              str(tmp_path / "runs"), "--out", str(tmp_path / "curves"), "--figure",
                              str(tmp_path / "curves.png")], env=env_one_thread(), capture_output=True,
-                            text=True, timeout=600)
+                            text=True, timeout=SCRIPT_TIMEOUT_S)
     assert curves.returncode == 0, curves.stderr[-2000:]
     curve = json.loads((tmp_path / "curves" / "curves.json").read_text())["denoising"]
     assert [p["epoch"] for p in curve["points"]] == [1]
@@ -61,6 +63,7 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     assert set(curve["baselines"]) == {"adagger", "hyperlaplacian", "nlm"}
     assert curve["start"] == "nlm"  # the recipe's MODEL.START, read back from the checkpoint
     assert load_pretrained("denoising", folder=tmp_path / "ship").start == "nlm"
+    assert load_pretrained("denoising", folder=tmp_path / "ship").head == "stages"  # the recipe's MODEL.HEAD
     assert all(len(v) == 7 for v in curve["points"][0]["stages"].values())
     assert curve["points"][0]["stages"]["sigma 25"][-1] == curve["points"][0]["final"]["sigma 25"]
     assert (tmp_path / "curves.png").stat().st_size > 1000

@@ -26,8 +26,8 @@ from dgunet.models.registry import normalize_arch
 from dgunet.tasks import get_task
 
 __all__ = ["canonical_arch", "config_from_yaml_string", "cosine_t_max", "defaults", "known_multiple",
-           "load_config", "output_dir", "resolve_path", "run_name", "validate", "validate_degrade",
-           "with_updates"]
+           "load_config", "model_arguments", "output_dir", "resolve_path", "run_name", "validate",
+           "validate_degrade", "with_updates"]
 
 # 'DGUNet+', 'dgunet_plus' -> 'DGUNet_plus': the registry's rule, under the name the engine imports.
 canonical_arch = normalize_arch
@@ -79,6 +79,24 @@ def with_updates(cfg: CN, **updates: Any) -> CN:
     validate(new)
     new.freeze()
     return new
+
+
+def model_arguments(cfg: CN, gradient: str | None = None) -> dict[str, Any]:
+    """The build_model arguments beyond the widths (and the CS ratio) that cfg.MODEL implies.
+
+    The one translation of MODEL.* into constructor options, for the trainer and for every loader
+    of a checkpoint's own config. Published values are left out, so a published model is built
+    exactly as published. gradient: replaces MODEL.GRADIENT (a loader's explicit choice).
+    """
+    m = cfg.MODEL
+    start = {"start": m.START} if m.START != "adagger" else {}
+    if get_task(m.TASK).is_cs:  # a learned Phi is in the weights; a fixed one is rebuilt from its seed
+        return {} if m.PHI == "learned" else {"phi": m.PHI, "phi_seed": m.PHI_SEED, **start}
+    head = {"head": m.HEAD} if m.HEAD != "x0" else {}
+    gradient = gradient or m.GRADIENT
+    if gradient == "learned":
+        return head
+    return {"gradient": gradient, **({"noise_aware": True} if m.NOISE_AWARE else {}), **start, **head}
 
 
 def cosine_t_max(cfg: CN) -> int:

@@ -27,6 +27,9 @@ def _model() -> CN:
     # Known modes only: the start x0 of the unfolding (dgunet.models.start): adagger (the operator's
     # A_dagger, published) | hyperlaplacian (the tuned HQS solver, blur or noise) | nlm (noise).
     m.START = "adagger"
+    # Image models: what the output head corrects (dgunet.models.image.HEADS): x0 (the start, published)
+    # | stages (a learned per-pixel mix of the start and the 6 stage estimates; adds readout.* keys).
+    m.HEAD = "x0"
     # Compressive sensing sampling matrix: learned (published) | fixed (seeded Gaussian,
     # dgunet.physics.CompressedSensing with seed MODEL.PHI_SEED).
     m.PHI = "learned"

@@ -12,6 +12,7 @@ from dgunet import tasks
 from dgunet.errors import ConfigError, DGUNetError
 from dgunet.models.cs import CS_STARTS
 from dgunet.models.gradient import GRADIENTS
+from dgunet.models.image import HEADS
 from dgunet.models.registry import normalize_arch
 from dgunet.models.start import STARTS
 
@@ -62,10 +63,13 @@ def _validate_model(m: CN) -> None:
     _check(not m.NOISE_AWARE or m.GRADIENT != "learned", "MODEL.NOISE_AWARE needs a known operator: set "
            "MODEL.GRADIENT known or known+learned (with DEGRADE.KIND blur | sr | noise)")
     if tasks.get_task(m.TASK).is_cs:
+        _check(m.HEAD == "x0", f"MODEL.HEAD {m.HEAD} applies to the image models; compressive sensing keeps "
+               f"its published head: set MODEL.HEAD x0")
         _one_of(m.START, CS_STARTS, "MODEL.START")
         _check(m.START == "adagger" or m.PHI == "fixed", f"MODEL.START {m.START} reconstructs with the "
                f"fixed sampling matrix: set MODEL.PHI fixed, or MODEL.START adagger")
     else:
+        _one_of(m.HEAD, HEADS, "MODEL.HEAD")
         _one_of(m.START, STARTS, "MODEL.START")
         _check(m.START == "adagger" or m.GRADIENT != "learned", f"MODEL.START {m.START} solves with the "
                f"known operator: set MODEL.GRADIENT known or known+learned, or MODEL.START adagger")

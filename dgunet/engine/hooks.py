@@ -15,6 +15,7 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
+from dgunet.config import model_arguments
 from dgunet.engine import checkpointing as ckpts
 from dgunet.engine.data import default_phase1_weights, split_batch, validate_cs, validate_images
 from dgunet.errors import CheckpointError
@@ -48,19 +49,13 @@ def _split_as(task: str) -> SplitBatch:
 
 
 def _image_overrides(cfg) -> dict:
-    """A known-operator model takes `gradient` (and `noise_aware`, `start`); published models take none."""
-    m = cfg.MODEL
-    if m.GRADIENT == "learned":
-        return {}
-    return {"gradient": m.GRADIENT, **({"noise_aware": True} if m.NOISE_AWARE else {}),
-            **({"start": m.START} if m.START != "adagger" else {})}
+    """The gradient step, noise conditioning, start and head of MODEL (none for a published recipe)."""
+    return model_arguments(cfg)
 
 
 def _cs_overrides(cfg) -> dict:
-    """The sampling ratio; a fixed Phi only when asked (published models take no such argument)."""
-    m = cfg.MODEL
-    fixed = {} if m.PHI == "learned" else {"phi": m.PHI, "phi_seed": m.PHI_SEED}
-    return {"cs_ratio": m.CS_RATIO, **fixed, **({"start": m.START} if m.START != "adagger" else {})}
+    """The sampling ratio; a fixed Phi and its start only when asked."""
+    return {"cs_ratio": cfg.MODEL.CS_RATIO, **model_arguments(cfg)}
 
 
 def _cs_title(cfg) -> str:

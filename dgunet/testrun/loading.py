@@ -18,7 +18,7 @@ from torch import nn
 from yacs.config import CfgNode as CN
 
 from dgunet.checkpoint import Structure, extract_state_dict, infer_structure, load_weights, read_checkpoint
-from dgunet.config import config_from_yaml_string
+from dgunet.config import config_from_yaml_string, model_arguments
 from dgunet.errors import ConfigError
 from dgunet.models import VARIANTS, build_model, get_variant, normalize_arch
 
@@ -96,18 +96,11 @@ def checkpoint_config(weights: str | Path) -> CN | None:
 
 
 def model_options(cfg: CN | None, gradient: str | None, task: str = "deblurring") -> dict:
-    """The constructor options a checkpoint's own config implies: its gradient step (unless
-    `gradient` is given; "learned" without a config) and its start; for CS its fixed Phi and start."""
-    if task == "cs":
-        if cfg is None or cfg.MODEL.PHI != "fixed":
-            return {}  # a learned Phi is in the weights
-        return {"phi": "fixed", "phi_seed": cfg.MODEL.PHI_SEED,
-                **({"start": cfg.MODEL.START} if cfg.MODEL.START != "adagger" else {})}
-    gradient = gradient or (cfg.MODEL.GRADIENT if cfg is not None else "learned")
-    if gradient == "learned":  # the published models are built without the arguments
-        return {}
-    start = cfg.MODEL.START if cfg is not None else "adagger"
-    return {"gradient": gradient, **({"start": start} if start != "adagger" else {})}
+    """The constructor options a checkpoint's own config implies (dgunet.config.model_arguments): its
+    gradient step unless `gradient` is given, noise conditioning, start and head; for CS its fixed Phi."""
+    if cfg is None:  # a published file: built as published, or with the gradient step asked for
+        return {"gradient": gradient} if gradient not in (None, "learned") and task != "cs" else {}
+    return model_arguments(cfg, None if task == "cs" else gradient)
 
 
 def load_model(task: str, weights: str | Path, arch: str | None = None,
@@ -135,8 +128,9 @@ def load_model(task: str, weights: str | Path, arch: str | None = None,
     extra.update(model_options(stored_config(checkpoint), gradient, task))
     if "gradient" in extra and any(key.startswith("noise_net.") for key in state):  # MODEL.NOISE_AWARE
         extra["noise_aware"] = True
+    if task != "cs" and any(key.startswith("readout.") for key in state):  # MODEL.HEAD stages
+        extra["head"] = "stages"
     model = build_model(task, arch, **widths, **extra)
-    # Loading by path (not the state read above) so that a mismatch message names the file.
-    load_weights(model, weights)
+    load_weights(model, state, source=f"checkpoint {weights}")  # read once; a mismatch still names the file
     model = model.to(device).eval()
     return LoadedModel(model, arch, widths, ratio, inferred)
