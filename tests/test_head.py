@@ -118,3 +118,11 @@ def test_the_known_recipes_use_the_stages_head_and_the_published_ones_do_not():
     assert known < recipes and len(recipes) >= 8
     for recipe in sorted(recipes):
         assert load_config(repo / recipe).MODEL.HEAD == ("stages" if recipe in known else "x0"), recipe
+
+
+def test_stages_head_runs_under_bf16_autocast():
+    y, op = blurred(batch=1, size=16)
+    model = build_model("deblurring", gradient="known", head="stages", **SMALL).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        final = model(y, op)[0]
+    assert final.shape == y.shape and torch.isfinite(final).all()

@@ -16,8 +16,9 @@ dgunet.models.gradient, and `NoiseConditioning` below). Without it the keys are 
 `start=` (known modes only) chooses x0: A_dagger(y) as published, or a classical solver's estimate
 (dgunet.models.start); it adds no parameters.
 `head=` chooses what the last stage's conv head corrects: "x0" (published: the head adds onto the
-start) or "stages" (onto a per-pixel convex mix of x0 and the 6 stage estimates that a small conv,
-`readout`, reads from the head's features; see HEADS). "stages" adds the `readout.*` keys.
+start) or "stages" (a per-pixel convex mix of x0 and the 6 stage estimates, plus the correction
+through a per-pixel gate, both read from the head's features by a small conv, `readout`; see HEADS
+and `head_output`). "stages" adds the `readout.*` keys.
 
 DGUNet shares one stage (`basic`) across stages 2..6; DGUNet+ gives every stage its own
 weights. Attribute names are the published checkpoint keys.
@@ -39,8 +40,9 @@ NUM_STAGES = 7
 # What the output head adds its correction to. "x0" is published. A head on the start must learn the
 # whole restoration that stages 1-6 already did, so at small budgets it lags behind them (measured:
 # stage 3 0.25 dB above the output at 408 steps, denoising sigma 50). "stages": the head corrects a
-# per-pixel convex mix of x0, x1..x6, so the output can take over whichever estimate is best where.
-# (Correcting stage 6 alone was tried and lost 2 dB at sigma 15: x6 is poor until stages 1-6 train.)
+# per-pixel convex mix of x0, x1..x6, so the output can take over whichever estimate is best where,
+# and gates the correction, so it can back off where the correction hurts. (Correcting stage 6 alone
+# was tried and lost 2 dB at sigma 15: x6 is poor until stages 1-6 train.)
 HEADS = ("x0", "stages")
 READOUT_PRIOR = 4.0  # initial logit of x0 against 0 for each stage: weight 0.9 on x0, as published
 # Adam moves every parameter by about lr per step, so read-out logits at the network's lr would need
@@ -180,7 +182,8 @@ class _ImageUnfolding(nn.Module):
             return correction + obs.x0
         logits = READOUT_GAIN * self.readout(feats).float()
         weights, gate = torch.softmax(logits[:, :NUM_STAGES], dim=1), 2 * torch.sigmoid(logits[:, NUM_STAGES:])
-        candidates = torch.stack([obs.x0, *estimates], dim=1)  # (B,7,C,H,W)
+        # (B,7,C,H,W) in float32, whatever dtype autocast gave each estimate
+        candidates = torch.stack([e.float() for e in (obs.x0, *estimates)], dim=1)
         mix = (weights.unsqueeze(2) * candidates).sum(dim=1)
         return (mix + gate * correction.float()).to(obs.x0.dtype)
 
