@@ -67,7 +67,8 @@ def test_the_model_arguments_differ_by_task_and_published_models_get_none_extra(
     derain = load_config(REPO / "Deraining" / "training.yml")
     assert hooks_for(derain).model_overrides(derain) == {}
     known = load_config(REPO / "Denoising" / "training_gaussian.yml")  # GRADIENT known, NOISE_AWARE true
-    assert hooks_for(known).model_overrides(known) == {"gradient": "known", "noise_aware": True}
+    expected = {"gradient": "known", "noise_aware": True, "head": "stages"}
+    assert hooks_for(known).model_overrides(known) == expected
     cs = cs_config(("MODEL.CS_RATIO", 10.0))
     assert CS_HOOKS.model_overrides(cs) == {"cs_ratio": 10.0}
     tiny = with_updates(cs, **{"MODEL.N_FEAT": 8, "MODEL.SCALE_UNETFEATS": 4, "MODEL.SCALE_ORSNETFEATS": 4})

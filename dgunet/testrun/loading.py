@@ -97,10 +97,13 @@ def checkpoint_config(weights: str | Path) -> CN | None:
 
 def model_options(cfg: CN | None, gradient: str | None, task: str = "deblurring") -> dict:
     """The constructor options a checkpoint's own config implies (dgunet.config.model_arguments): its
-    gradient step unless `gradient` is given, noise conditioning, start and head; for CS its fixed Phi."""
+    gradient step unless `gradient` is given, and its start; for CS its fixed Phi. The noise
+    conditioning and the head are left to the weights' keys (load_model): they add keys, so the
+    keys cannot disagree with the model that is built."""
     if cfg is None:  # a published file: built as published, or with the gradient step asked for
         return {"gradient": gradient} if gradient not in (None, "learned") and task != "cs" else {}
-    return model_arguments(cfg, None if task == "cs" else gradient)
+    options = model_arguments(cfg, None if task == "cs" else gradient)
+    return {k: v for k, v in options.items() if k not in ("noise_aware", "head")}
 
 
 def load_model(task: str, weights: str | Path, arch: str | None = None,
@@ -110,7 +113,7 @@ def load_model(task: str, weights: str | Path, arch: str | None = None,
 
     gradient: the gradient step to build (dgunet.models.gradient); None: the checkpoint's own
     MODEL.GRADIENT ("learned" for files without a config). A known model also gets the checkpoint's
-    MODEL.START and, when its keys hold noise_net.*, the noise conditioning.
+    MODEL.START; when its keys hold noise_net.*, the noise conditioning; readout.*, the "stages" head.
     Raises CheckpointError (naming the file) for unreadable files and for weights of another
     task or architecture.
     """
