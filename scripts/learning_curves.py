@@ -144,9 +144,22 @@ def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None
     return result
 
 
+def stage_above_output(stages: list[float]) -> tuple[int, float] | None:
+    """(stage, PSNR) of the best of stages 1-6 when it is above the output (the last of the 7), else
+    None: the check of "the output is the best stage" at one budget."""
+    best = int(np.argmax(stages[:-1]))
+    return (best + 1, stages[best]) if stages[best] > stages[-1] else None
+
+
+def cell(point: dict, group: str) -> str:
+    """The output's PSNR at one budget, and the stage above it when there is one."""
+    above = stage_above_output(point["stages"][group]) if "stages" in point else None
+    return f"{point['final'][group]:.2f}" + (f" (stage {above[0]}: {above[1]:.2f})" if above else "")
+
+
 def markdown(curves: dict) -> str:
-    """The curves as tables: per model, the output at every budget, the start and the baselines,
-    and the PSNR of every stage at the last budget."""
+    """The curves as tables: per model, the output at every budget (with the stage above it, where
+    one is), the start and the baselines, and the PSNR of every stage at the last budget."""
     lines = []
     for name, c in curves.items():
         groups = list(c["points"][-1]["final"])
@@ -157,7 +170,11 @@ def markdown(curves: dict) -> str:
             lines.append(f"| {label} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
         for point in c["points"]:
             lines.append(f"| DGUNet, {point['steps']} steps (epoch {point['epoch']}) | "
-                         + " | ".join(f"{point['final'][g]:.2f}" for g in groups) + " |")
+                         + " | ".join(cell(point, g) for g in groups) + " |")
+        misses = [(p["steps"], g) for p in c["points"] for g in groups
+                  if "stages" in p and stage_above_output(p["stages"][g])]
+        lines += ["", "The output is the best stage at every budget and group." if not misses else
+                  "A stage is above the output at: " + ", ".join(f"{s} steps ({g})" for s, g in misses) + "."]
         last = c["points"][-1]
         lines += ["", f"Stage by stage at {last['steps']} steps (stage 1 to 7, 7 = the output):", ""]
         lines += [f"- {g}: " + " / ".join(f"{v:.2f}" for v in last["stages"][g]) for g in groups]
