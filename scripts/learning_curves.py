@@ -151,10 +151,9 @@ def stage_above_output(stages: list[float]) -> tuple[int, float] | None:
     return (best + 1, stages[best]) if stages[best] > stages[-1] else None
 
 
-def cell(point: dict, group: str) -> str:
+def cell(final: float, above: tuple[int, float] | None) -> str:
     """The output's PSNR at one budget, and the stage above it when there is one."""
-    above = stage_above_output(point["stages"][group]) if "stages" in point else None
-    return f"{point['final'][group]:.2f}" + (f" (stage {above[0]}: {above[1]:.2f})" if above else "")
+    return f"{final:.2f}" + (f" (stage {above[0]}: {above[1]:.2f})" if above else "")
 
 
 def markdown(curves: dict) -> str:
@@ -168,11 +167,12 @@ def markdown(curves: dict) -> str:
         for row, values in c["baselines"].items():
             label = f"{row} (the model's start)" if row == c.get("start", "adagger") else row
             lines.append(f"| {label} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
+        misses = []
         for point in c["points"]:
+            above = {g: stage_above_output(point["stages"][g]) if "stages" in point else None for g in groups}
+            misses += [(point["steps"], g) for g in groups if above[g]]
             lines.append(f"| DGUNet, {point['steps']} steps (epoch {point['epoch']}) | "
-                         + " | ".join(cell(point, g) for g in groups) + " |")
-        misses = [(p["steps"], g) for p in c["points"] for g in groups
-                  if "stages" in p and stage_above_output(p["stages"][g])]
+                         + " | ".join(cell(point["final"][g], above[g]) for g in groups) + " |")
         lines += ["", "The output is the best stage at every budget and group." if not misses else
                   "A stage is above the output at: " + ", ".join(f"{s} steps ({g})" for s, g in misses) + "."]
         last = c["points"][-1]

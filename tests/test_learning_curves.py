@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
-from _engine_helpers import REPO
+from conftest import load_task_module
 
 
 def module():
-    spec = importlib.util.spec_from_file_location("learning_curves", REPO / "scripts" / "learning_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_task_module("scripts", "learning_curves")
 
 
 def curves(stages_at_first_budget: list[float]) -> dict:
