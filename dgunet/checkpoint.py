@@ -178,23 +178,43 @@ def check_finite(state: Mapping[str, Tensor], source: str) -> None:
                               f"Use an earlier checkpoint of that run (model_best.pth, model_epoch_N.pth)")
 
 
+# Keys that opt-in modules add to a published model (noise_aware: `noise_net`; head="stages":
+# `readout`): a published file has none of them, so starting a run from one (TRAIN.INIT_FROM) leaves
+# these at their initialisation, which is designed to reproduce the published forward.
+OPT_IN_PREFIXES = ("noise_net.", "readout.")
+
+
 def load_weights(model: nn.Module, path_or_state_dict: str | os.PathLike | Mapping[str, Tensor],
-                 source: str | None = None) -> nn.Module:
+                 source: str | None = None, keep_init: tuple[str, ...] = ()) -> nn.Module:
     """Load published or our own weights into `model`, strictly. Returns the model.
 
-    `source` names a state dict in error messages (e.g. the file it was read from).
+    `source` names a state dict in error messages (e.g. the file it was read from). `keep_init`:
+    key prefixes of the model that the file may lack (those keep the model's values); anything else
+    missing, any unexpected key and any shape mismatch is still refused.
     """
     if isinstance(path_or_state_dict, Mapping):
         source, obj = source or "the state dict", path_or_state_dict
     else:
         source, obj = source or f"checkpoint {path_or_state_dict}", read_checkpoint(path_or_state_dict)
-    state = extract_state_dict(obj, source)
+    state = dict(extract_state_dict(obj, source))
+    own = model.state_dict()
+    kept = [k for k in own if k not in state and k.startswith(keep_init)] if keep_init else []
+    state.update({k: own[k] for k in kept})
     problem = _mismatch_message(source, state, model)
     if problem:
         raise CheckpointError(problem)
     check_finite(state, source)
     model.load_state_dict(state, strict=True)
     return model
+
+
+def init_weights(model: nn.Module, path: str | os.PathLike) -> list[str]:
+    """TRAIN.INIT_FROM: `path`'s weights into `model`, where the model's opt-in modules
+    (OPT_IN_PREFIXES) may be absent from the file; returns the prefixes that kept their init."""
+    before = {k for k in model.state_dict() if k.startswith(OPT_IN_PREFIXES)}
+    state = extract_state_dict(read_checkpoint(path), f"checkpoint {path}")
+    load_weights(model, state, source=f"checkpoint {path}", keep_init=OPT_IN_PREFIXES)
+    return sorted({k.split(".")[0] for k in before if k not in state})
 
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:

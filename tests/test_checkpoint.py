@@ -152,3 +152,36 @@ def test_load_model_reads_the_file_once_and_names_it_on_a_mismatch(tmp_path, mon
     assert reads == [path]
     with pytest.raises(CheckpointError, match=re.escape(str(path)) + " does not fit the model"):
         loading.load_model("deblurring", path, arch="DGUNet_plus")
+
+
+@pytest.mark.parametrize("arch", ["DGUNet", "DGUNet_plus"])
+def test_init_from_a_published_file_into_a_noise_aware_stages_model(tmp_path, arch):
+    """TRAIN.INIT_FROM: the published keys load, the opt-in modules keep their initialisation, and
+    every other mismatch is still refused."""
+    from dgunet.checkpoint import init_weights
+
+    widths = {"n_feat": 8, "scale_unetfeats": 4, "scale_orsnetfeats": 4}
+    torch.manual_seed(1)
+    published = build_model("deblurring", arch, **widths)
+    torch.save({"epoch": 3, "state_dict": published.state_dict()}, tmp_path / "published.pth")
+    torch.manual_seed(2)
+    model = build_model("deblurring", arch, gradient="known", noise_aware=True, head="stages", **widths)
+    fresh = {k: v.clone() for k, v in model.state_dict().items()}
+    assert init_weights(model, tmp_path / "published.pth") == ["noise_net", "readout"]
+    for key, value in model.state_dict().items():
+        expected = fresh[key] if key.startswith(("noise_net.", "readout.")) else published.state_dict()[key]
+        assert torch.equal(value, expected), key
+    # the other way round: a stages file into a published model has keys that model lacks
+    torch.save(model.state_dict(), tmp_path / "stages.pth")
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(\d+\): readout"):
+        init_weights(build_model("deblurring", arch, **widths), tmp_path / "stages.pth")
+    # a missing key outside the opt-in modules is still a mismatch
+    partial = published.state_dict()
+    del partial["shallow_feat1.0.weight"]
+    with pytest.raises(CheckpointError, match="missing keys"):
+        init_weights(model, _saved(tmp_path / "partial.pth", partial))
+
+
+def _saved(path, state):
+    torch.save(state, path)
+    return path

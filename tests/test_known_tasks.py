@@ -91,6 +91,13 @@ def test_sr_protocol_crops_a_border_of_scale_pixels():
 
 # ---------------------------------------------------------------- train.py + test.py
 
+def sr_opts(root) -> list[str]:
+    return ["TASK_DIR", str(root), *TINY_MODEL, "TRAIN.PATCH_SIZE", "16", "OPTIM.BATCH_SIZE", "2",
+            "TRAIN.WORKERS", "0", "OPTIM.NUM_EPOCHS", "2", "OPTIM.SCHEDULE", "constant",
+            "OUTPUT.TENSORBOARD", "false", "DATA.LENGTH_MULTIPLIER", "1", "DATA.VAL_DIR", "Datasets/val",
+            "VAL.EVERY", "1", "DEGRADE.SIGMA_RANGE", "[0.0, 0.02]"]
+
+
 @pytest.fixture(scope="module")
 def sr_run(tmp_path_factory):
     """Super_Resolution/train.py x2, 2 epochs of 4 tiny images; also 1 epoch + --resume (in this
@@ -101,10 +108,7 @@ def sr_run(tmp_path_factory):
     for i, img in enumerate(crops(4, 40, seed=5)):
         write_rgb(root / "Datasets" / "train" / f"img{i}.png", img)
         write_rgb(root / "Datasets" / "val" / f"img{i}.png", img)
-    opts = ["TASK_DIR", str(root), *TINY_MODEL, "TRAIN.PATCH_SIZE", "16", "OPTIM.BATCH_SIZE", "2",
-            "TRAIN.WORKERS", "0", "OPTIM.NUM_EPOCHS", "2", "OPTIM.SCHEDULE", "constant",
-            "OUTPUT.TENSORBOARD", "false", "DATA.LENGTH_MULTIPLIER", "1", "DATA.VAL_DIR", "Datasets/val",
-            "VAL.EVERY", "1", "DEGRADE.SIGMA_RANGE", "[0.0, 0.02]"]
+    opts = sr_opts(root)
     straight = run("Super_Resolution/train.py", ["--opts", *opts, "OUTPUT.NAME", "straight"], root)
     assert straight.returncode == 0, straight.stderr[-2000:]
     yml = REPO / "Super_Resolution" / "training.yml"
@@ -127,6 +131,20 @@ def test_sr_training_resumes_exactly(sr_run):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rows = [json.loads(x) for x in (runs / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2] and all(r["val_psnr"] > 10 for r in rows)
+
+
+def test_a_stages_run_starts_from_a_file_of_the_published_layout(sr_run, capsys, one_thread):
+    """TRAIN.INIT_FROM a file without the readout keys (a published checkpoint's layout): the run
+    starts from its weights, says the readout keeps its initialisation, and trains."""
+    from dgunet.engine import main as train_main
+
+    trained = read_checkpoint(sr_run / "checkpoints" / "straight" / "model_latest.pth")["state_dict"]
+    published = {k: v for k, v in trained.items() if not k.startswith("readout.")}
+    torch.save({"state_dict": published}, sr_run / "published_layout.pth")
+    opts = [*sr_opts(sr_run), "OUTPUT.NAME", "from_published", "OPTIM.NUM_EPOCHS", "1",
+            "TRAIN.INIT_FROM", str(sr_run / "published_layout.pth")]
+    assert train_main("sr", REPO / "Super_Resolution" / "training.yml", ["--opts", *opts]) == 0
+    assert "(readout: not in the file, left at their initialisation)" in capsys.readouterr().out
 
 
 @pytest.mark.slow

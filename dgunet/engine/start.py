@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dgunet.checkpoint import load_weights, save_atomic
+from dgunet.checkpoint import init_weights, load_weights, save_atomic
 from dgunet.config import canonical_arch, config_from_yaml_string, resolve_path
 from dgunet.data.synthetic import DegradeSpec
 from dgunet.engine import checkpointing as ckpts
@@ -97,8 +97,9 @@ def _start_fresh(run: Run) -> None:
         (run.out / snapshots.SNAPSHOT).unlink(missing_ok=True)
     init = cfg.TRAIN.INIT_FROM or run.hooks.default_init(cfg)
     if init:
-        load_weights(run.eng.raw, resolve_path(cfg, init))
-        run.records.print(f"initialised from {resolve_path(cfg, init)}")
+        kept = init_weights(run.eng.raw, resolve_path(cfg, init))
+        fresh = f" ({', '.join(kept)}: not in the file, left at their initialisation)" if kept else ""
+        run.records.print(f"initialised from {resolve_path(cfg, init)}{fresh}")
     initial_step(cfg, run.eng.scheduler)
 
 
