@@ -101,7 +101,18 @@ def model_scores(model: torch.nn.Module, items, scale: int | None) -> dict:
     for group, values in per_stage:
         groups[group].append(values)
     stages = {g: [round(float(v), 3) for v in np.mean(vs, axis=0)] for g, vs in groups.items()}
-    return {"final": mean_by_group(final), "stages": stages}
+    return {"final": mean_by_group(final), "stages": stages,
+            "margin": {g: margin(np.array(vs)) for g, vs in groups.items()}}
+
+
+def margin(per_image: np.ndarray) -> list[float]:
+    """[mean, standard error] over images of the output's PSNR minus that of the best of stages 1-6
+    (best by mean), from (images, 7) PSNRs: how far apart the two are, next to how well one run's
+    test images resolve it (paired, so the images' own difficulty cancels)."""
+    best = int(np.argmax(per_image[:, :-1].mean(axis=0)))
+    diff = per_image[:, -1] - per_image[:, best]
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return [round(float(diff.mean()), 3), round(se, 3)]
 
 
 def budgets(run_dir: Path) -> list[tuple[int, Path]]:
@@ -151,9 +162,13 @@ def stage_above_output(stages: list[float]) -> tuple[int, float] | None:
     return (best + 1, stages[best]) if stages[best] > stages[-1] else None
 
 
-def cell(final: float, above: tuple[int, float] | None) -> str:
-    """The output's PSNR at one budget, and the stage above it when there is one."""
-    return f"{final:.2f}" + (f" (stage {above[0]}: {above[1]:.2f})" if above else "")
+def cell(final: float, above: tuple[int, float] | None, gap: list[float] | None = None) -> str:
+    """The output's PSNR at one budget, and the stage above it when there is one (with the paired
+    difference and its standard error, where recorded)."""
+    if not above:
+        return f"{final:.2f}"
+    detail = f"; {gap[0]:+.3f} ± {gap[1]:.3f}" if gap else ""
+    return f"{final:.2f} (stage {above[0]}: {above[1]:.2f}{detail})"
 
 
 def markdown(curves: dict) -> str:
@@ -172,9 +187,17 @@ def markdown(curves: dict) -> str:
             above = {g: stage_above_output(point["stages"][g]) if "stages" in point else None for g in groups}
             misses += [(point["steps"], g) for g in groups if above[g]]
             lines.append(f"| DGUNet, {point['steps']} steps (epoch {point['epoch']}) | "
-                         + " | ".join(cell(point["final"][g], above[g]) for g in groups) + " |")
+                         + " | ".join(cell(point["final"][g], above[g], point.get("margin", {}).get(g))
+                                      for g in groups) + " |")
         lines += ["", "The output is the best stage at every budget and group." if not misses else
                   "A stage is above the output at: " + ", ".join(f"{s} steps ({g})" for s, g in misses) + "."]
+        gaps = [(p["margin"][g][0], p["margin"][g][1], p["steps"], g) for p in c["points"] if "margin" in p
+                for g in groups]
+        if gaps:
+            low = min(gaps)
+            lines += ["", f"Output minus the best of stages 1-6 (mean ± standard error over the test images): "
+                      f"smallest {low[0]:+.3f} ± {low[1]:.3f} dB ({low[2]} steps, {low[3]}), largest "
+                      f"{max(gaps)[0]:+.3f} dB."]
         last = c["points"][-1]
         lines += ["", f"Stage by stage at {last['steps']} steps (stage 1 to 7, 7 = the output):", ""]
         lines += [f"- {g}: " + " / ".join(f"{v:.2f}" for v in last["stages"][g]) for g in groups]

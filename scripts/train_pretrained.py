@@ -86,14 +86,14 @@ def write_training_photos(folder: Path) -> int:
 
 
 def train_command(recipe: Recipe, out: Path, plumbing: bool, epochs: int, resume: bool,
-                  fast: bool = True) -> list[str]:
+                  fast: bool = True, extra: list[str] | None = None) -> list[str]:
     opts = [*WIDTHS, "OPTIM.BATCH_SIZE", "4", "OPTIM.LR_INITIAL", "3e-4", "TRAIN.PATCH_SIZE", "64",
             "TRAIN.WORKERS", "0", "TRAIN.PRINT_EVERY", "100",
             # 8 budgets of the learning curve (docs/known_degradation.md) are kept as model_epoch_*.pth
             "TRAIN.SAVE_EVERY", "0" if plumbing else str(max(1, epochs // 8)), "TRAIN.KEEP_LAST_K", "0",
             "TRAIN.SNAPSHOT_MINUTES", "5", "DATA.TRAIN_DIR", str(out / "train_photos"), "DATA.VAL_DIR", "",
             "OUTPUT.DIR", str(out / "runs"), "OUTPUT.NAME", recipe.name, "OUTPUT.TENSORBOARD", "false",
-            *budget(plumbing, epochs), *recipe.opts]
+            *budget(plumbing, epochs), *recipe.opts, *(extra or [])]
     cmd = [sys.executable, str(REPO / recipe.folder / "train.py"), "--config",
            str(REPO / recipe.folder / recipe.config)]
     # --fast: bf16 autocast where the CPU has native bf16, NHWC, foreach Adam, the fast merge (2.5x a
@@ -107,15 +107,16 @@ def run_state(recipe: Recipe, out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "done": False}
 
 
-def start(recipe: Recipe, out: Path, plumbing: bool, epochs: int, threads: int | None) -> subprocess.Popen:
+def start(recipe: Recipe, out: Path, plumbing: bool, epochs: int, threads: int | None,
+          extra: list[str] | None = None) -> subprocess.Popen:
     run_dir = out / "runs" / recipe.name
     resume = (run_dir / "snapshot.pth").exists() or (run_dir / "model_latest.pth").exists()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = open(out / f"{recipe.name}.log", "a")  # noqa: SIM115 (closed by finish)
-    proc = subprocess.Popen(train_command(recipe, out, plumbing, epochs, resume), env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
+    command = train_command(recipe, out, plumbing, epochs, resume, extra=extra)
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log, proc.started = log, time.perf_counter()
     return proc
 
@@ -135,7 +136,7 @@ def finish(recipe: Recipe, out: Path, proc: subprocess.Popen) -> float:
 
 
 def train_all(recipes: list[Recipe], out: Path, plumbing: bool, epochs: int, parallel: int,
-              threads: int | None) -> dict[str, float]:
+              threads: int | None, extra: list[str] | None = None) -> dict[str, float]:
     """Train (or resume) every recipe, `parallel` at a time; returns wall seconds per model."""
     seconds = {r.name: run_state(r, out)["seconds"] for r in recipes if run_state(r, out)["done"]}
     waiting = [r for r in recipes if r.name not in seconds]
@@ -143,7 +144,7 @@ def train_all(recipes: list[Recipe], out: Path, plumbing: bool, epochs: int, par
     while waiting or running:
         while waiting and len(running) < parallel:
             recipe = waiting.pop(0)
-            running.append((recipe, start(recipe, out, plumbing, epochs, threads)))
+            running.append((recipe, start(recipe, out, plumbing, epochs, threads, extra)))
         for recipe, proc in list(running):
             if proc.poll() is not None:
                 running.remove((recipe, proc))
@@ -196,7 +197,7 @@ def ship(recipe: Recipe, out: Path, ship_dir: Path, seconds: float, args: argpar
                                       "epochs": epoch, "steps": steps,
                                       "photos": f"{photos} scikit-image photos (scripts/train_pretrained.py)",
                                       "train_py_opts": train_command(recipe, out, args.plumbing, args.epochs,
-                                                                     False)[4:]}}
+                                                                     False, extra=args.opts)[4:]}}
     write_manifest(rows, ship_dir)  # the file is listed (sha256) before it is loaded and scored
     model = load_pretrained(recipe.name, folder=ship_dir)
     rows[recipe.name]["scores"] = score(model, recipe, limit=1 if args.plumbing else None)
@@ -214,11 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plumbing", action="store_true", help="3 steps per model, 1 case x 1 photo scored")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at a time (default 1)")
     parser.add_argument("--threads", type=int, help="torch threads per training (default: torch's)")
+    parser.add_argument("--opts", nargs="+", default=[], help="more config overrides (KEY VALUE ...) for every "
+                        "model, after the recipe's")
     args = parser.parse_args(argv)
     (args.out / "train_photos").mkdir(parents=True, exist_ok=True)
     print(f"{write_training_photos(args.out / 'train_photos')} training photos in {args.out / 'train_photos'}")
     recipes = [RECIPES[name] for name in args.models]
-    seconds = train_all(recipes, args.out, args.plumbing, args.epochs, args.parallel, args.threads)
+    seconds = train_all(recipes, args.out, args.plumbing, args.epochs, args.parallel, args.threads, args.opts)
     for recipe in recipes:
         row = ship(recipe, args.out, args.ship, seconds[recipe.name], args)
         print(f"{recipe.name}: {seconds[recipe.name] / 60:.1f} min, {row['bytes'] / 2**20:.2f} MB, "

@@ -126,3 +126,55 @@ def test_stages_head_runs_under_bf16_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         final = model(y, op)[0]
     assert final.shape == y.shape and torch.isfinite(final).all()
+
+
+def test_the_refined_output_trains_the_correction_and_not_the_mix():
+    """Training mode records REFINED = mix (no gradient) + the ungated correction; eval records None."""
+    from dgunet.models.image import REFINED
+
+    y, op = blurred(batch=1, size=16)
+    torch.manual_seed(0)
+    model = build_model("deblurring", gradient="known", head="stages", **SMALL)
+    obs = model.observe(y, op)
+    estimates = [(obs.x0 + 0.01 * k).requires_grad_() for k in range(6)]
+    feats = torch.randn(1, model.readout.in_channels, 16, 16, requires_grad=True)
+    model.readout.bias.data[-1] = -50.0  # a closed gate: the output gets ~no correction
+    out = model.head_output(obs, estimates, feats)
+    refined = getattr(model, REFINED)
+    with torch.no_grad():
+        logits = 10.0 * model.readout(feats)
+        w = torch.softmax(logits[:, :7], 1)
+        mix = (w.unsqueeze(2) * torch.stack([obs.x0, *estimates], 1)).sum(1)
+        torch.testing.assert_close(refined, mix + model.tail(feats))
+        torch.testing.assert_close(out, mix, rtol=0, atol=1e-6)  # the gate closed the correction
+    grads = torch.autograd.grad(refined.sum(), [*estimates, feats, model.tail.weight], allow_unused=True)
+    assert all(g is None or not g.any() for g in grads[:6])  # nothing into the mix's estimates
+    assert grads[6].abs().sum() > 0 and grads[7].abs().sum() > 0  # the correction learns, gate or not
+    model.eval()
+    with torch.no_grad():
+        model.head_output(obs, estimates, feats)
+    assert getattr(model, REFINED) is None
+
+
+def test_the_correction_weight_adds_its_term_and_needs_the_stages_head():
+    from dgunet.engine.steps import compute_loss
+    from dgunet.losses import stage_loss
+
+    cfg = defaults()
+    cfg.MODEL.TASK, cfg.MODEL.GRADIENT, cfg.MODEL.HEAD, cfg.DEGRADE.KIND = "deblurring", "known", "stages", "blur"
+    cfg.LOSS.CORRECTION_WEIGHT = 0.5
+    validate(cfg)
+    g = torch.Generator().manual_seed(0)
+    outputs = [torch.rand(1, 3, 8, 8, generator=g) for _ in range(7)]
+    refined, target = torch.rand(1, 3, 8, 8, generator=g), torch.rand(1, 3, 8, 8, generator=g)
+    base = stage_loss(outputs, target, "deblurring")
+    torch.testing.assert_close(compute_loss(outputs, target, cfg, refined),
+                               base + 0.5 * stage_loss([refined], target, "deblurring"))
+    with pytest.raises(ConfigError, match="no refined output"):
+        compute_loss(outputs, target, cfg)
+    cfg.MODEL.HEAD = "x0"
+    with pytest.raises(ConfigError, match="LOSS.CORRECTION_WEIGHT = 0.5 trains the stages head"):
+        validate(cfg)
+    cfg.MODEL.HEAD, cfg.LOSS.CORRECTION_WEIGHT = "stages", -1.0
+    with pytest.raises(ConfigError, match="must be >= 0"):
+        validate(cfg)

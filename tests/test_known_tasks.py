@@ -143,8 +143,17 @@ def test_a_stages_run_starts_from_a_file_of_the_published_layout(sr_run, capsys,
     torch.save({"state_dict": published}, sr_run / "published_layout.pth")
     opts = [*sr_opts(sr_run), "OUTPUT.NAME", "from_published", "OPTIM.NUM_EPOCHS", "1",
             "TRAIN.INIT_FROM", str(sr_run / "published_layout.pth")]
-    assert train_main("sr", REPO / "Super_Resolution" / "training.yml", ["--opts", *opts]) == 0
+    yml = REPO / "Super_Resolution" / "training.yml"
+    assert train_main("sr", yml, ["--opts", *opts]) == 0
     assert "(readout: not in the file, left at their initialisation)" in capsys.readouterr().out
+    # the same start and samples with LOSS.CORRECTION_WEIGHT: the trainer adds the refined output's term
+    weighted = [*opts, "OUTPUT.NAME", "from_published_cw", "LOSS.CORRECTION_WEIGHT", "1.0"]
+    assert train_main("sr", yml, ["--opts", *weighted]) == 0
+    a, b = (read_checkpoint(sr_run / "checkpoints" / name / "model_latest.pth")["state_dict"]
+            for name in ("from_published", "from_published_cw"))
+    assert not torch.equal(a["tail.weight"], b["tail.weight"])
+    assert "CORRECTION_WEIGHT: 1.0" in read_checkpoint(sr_run / "checkpoints" / "from_published_cw"
+                                                            / "model_latest.pth")["config"]
 
 
 @pytest.mark.slow

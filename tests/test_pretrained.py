@@ -65,6 +65,7 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     assert load_pretrained("denoising", folder=tmp_path / "ship").start == "nlm"
     assert load_pretrained("denoising", folder=tmp_path / "ship").head == "stages"  # the recipe's MODEL.HEAD
     assert all(len(v) == 7 for v in curve["points"][0]["stages"].values())
+    assert list(curve["points"][0]["margin"]) == groups  # output minus the best stage, with its error
     assert curve["points"][0]["stages"]["sigma 25"][-1] == curve["points"][0]["final"]["sigma 25"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert "| nlm (the model's start) |" in (tmp_path / "curves" / "curves.md").read_text()

@@ -134,6 +134,9 @@ def _loss() -> CN:
     loss.CLAMP = False  # clamp outputs to [0, 1] before the loss (denoising, cs: always)
     # Weight of each of the 7 stage outputs in the loss, final first; [] = all 1 (published).
     loss.STAGE_WEIGHTS = []
+    # MODEL.HEAD stages only: weight of the loss on mix + the head's correction without the gate (a
+    # training-only output, no gradient into the mix; dgunet.models.image.REFINED); 0 = off.
+    loss.CORRECTION_WEIGHT = 0.0
     return loss
 
 

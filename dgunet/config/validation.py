@@ -47,6 +47,8 @@ def validate(cfg: CN) -> None:
     _validate_data(cfg.DATA)
     _validate_val(cfg.VAL)
     _validate_loss(cfg.LOSS, task)
+    _check(not cfg.LOSS.CORRECTION_WEIGHT or cfg.MODEL.HEAD == "stages", f"LOSS.CORRECTION_WEIGHT = "
+           f"{cfg.LOSS.CORRECTION_WEIGHT} trains the stages head's correction: set MODEL.HEAD stages, or 0")
     validate_degrade(cfg)
 
 
@@ -171,6 +173,7 @@ def _validate_loss(loss: CN, task: tasks.Task) -> None:
     _check(not weights or (len(weights) == 7 and min(weights) >= 0 and weights[0] > 0),
            f"LOSS.STAGE_WEIGHTS = {weights}; give 7 weights >= 0, final stage first and positive (or [] for "
            f"the published equal weights)")
+    _check(loss.CORRECTION_WEIGHT >= 0, f"LOSS.CORRECTION_WEIGHT = {loss.CORRECTION_WEIGHT} must be >= 0")
     _check(loss.CLAMP or not task.clamps_output,
            f"LOSS.CLAMP = False, but the published {task.name} objective always clamps outputs to [0, 1]")
 

@@ -21,8 +21,10 @@ from dgunet.data.seeding import seed_everything
 from dgunet.engine.distributed import DistEnv, sum_over_ranks
 from dgunet.engine.hooks import hooks_for
 from dgunet.engine.speed import AMP_DTYPES, SpeedOptions, make_adam, prepare_model, speed_options
+from dgunet.errors import ConfigError
 from dgunet.losses import stage_loss
 from dgunet.models import build_model
+from dgunet.models.image import REFINED
 
 
 def build_model_from_cfg(cfg) -> nn.Module:
@@ -53,14 +55,23 @@ def initial_step(cfg, scheduler) -> None:
         scheduler.step()
 
 
-def compute_loss(outputs: list[Tensor], target: Tensor, cfg) -> Tensor:
+def compute_loss(outputs: list[Tensor], target: Tensor, cfg, refined: Tensor | None = None) -> Tensor:
     """The task's published objective over the (B, C, H, W) stage outputs, in float32 whatever
-    the autocast dtype."""
+    the autocast dtype; plus LOSS.CORRECTION_WEIGHT x the same term on `refined` (the stages head's
+    ungated correction, dgunet.models.image.REFINED) when that weight is set."""
     outputs = [o.float() for o in outputs]
     if cfg.LOSS.CLAMP:
         outputs = [o.clamp(0, 1) for o in outputs]
-    return stage_loss(outputs, target.float(), cfg.MODEL.TASK, edge_weight=cfg.LOSS.EDGE_WEIGHT,
-                      eps=cfg.LOSS.CHARBONNIER_EPS, stage_weights=list(cfg.LOSS.STAGE_WEIGHTS) or None)
+    kw = {"edge_weight": cfg.LOSS.EDGE_WEIGHT, "eps": cfg.LOSS.CHARBONNIER_EPS}
+    weights = list(cfg.LOSS.STAGE_WEIGHTS) or None
+    loss = stage_loss(outputs, target.float(), cfg.MODEL.TASK, stage_weights=weights, **kw)
+    if cfg.LOSS.CORRECTION_WEIGHT:
+        if refined is None:
+            raise ConfigError("LOSS.CORRECTION_WEIGHT is set, but the model gave no refined output: it needs "
+                              "MODEL.HEAD stages")
+        refined = refined.float().clamp(0, 1) if cfg.LOSS.CLAMP else refined.float()
+        loss = loss + cfg.LOSS.CORRECTION_WEIGHT * stage_loss([refined], target.float(), cfg.MODEL.TASK, **kw)
+    return loss
 
 
 @dataclass
@@ -141,7 +152,8 @@ def accumulate_gradients(eng: Engine, pairs: list[tuple[Tensor, Tensor]],
         with eng.ddp.no_sync() if skip_sync else nullcontext():
             with eng.autocast():
                 outputs = eng.model(inp) if not op or op[0] is None else eng.model(inp, physics=op[0])
-            loss = compute_loss(outputs, target, eng.cfg) / accum
+            extra = (getattr(eng.raw, REFINED, None),) if eng.cfg.LOSS.CORRECTION_WEIGHT else ()
+            loss = compute_loss(outputs, target, eng.cfg, *extra) / accum
             eng.scaler.scale(loss).backward()
         step_loss += loss.detach()
     # One collective per step tells every rank whether any rank was signalled, wants a snapshot
