@@ -161,7 +161,8 @@ def test_the_correction_weight_adds_its_term_and_needs_the_stages_head():
     from dgunet.losses import stage_loss
 
     cfg = defaults()
-    cfg.MODEL.TASK, cfg.MODEL.GRADIENT, cfg.MODEL.HEAD, cfg.DEGRADE.KIND = "deblurring", "known", "stages", "blur"
+    cfg.MODEL.TASK, cfg.MODEL.GRADIENT, cfg.DEGRADE.KIND = "deblurring", "known", "blur"
+    cfg.MODEL.HEAD = "stages"
     cfg.LOSS.CORRECTION_WEIGHT = 0.5
     validate(cfg)
     g = torch.Generator().manual_seed(0)
