@@ -130,11 +130,17 @@ def test_stages_head_runs_under_bf16_autocast():
 
 def test_the_refined_output_trains_the_correction_and_not_the_mix():
     """Training mode records REFINED = mix (no gradient) + the ungated correction; eval records None."""
+    import copy
+
+    from dgunet.engine.steps import take_refined
     from dgunet.models.image import REFINED
 
     y, op = blurred(batch=1, size=16)
     torch.manual_seed(0)
     model = build_model("deblurring", gradient="known", head="stages", **SMALL)
+    model(y, op)
+    assert getattr(model, REFINED, None) is None  # recorded only for a loss that reads it
+    model.record_refined = True
     obs = model.observe(y, op)
     estimates = [(obs.x0 + 0.01 * k).requires_grad_() for k in range(6)]
     feats = torch.randn(1, model.readout.in_channels, 16, 16, requires_grad=True)
@@ -150,10 +156,12 @@ def test_the_refined_output_trains_the_correction_and_not_the_mix():
     grads = torch.autograd.grad(refined.sum(), [*estimates, feats, model.tail.weight], allow_unused=True)
     assert all(g is None or not g.any() for g in grads[:6])  # nothing into the mix's estimates
     assert grads[6].abs().sum() > 0 and grads[7].abs().sum() > 0  # the correction learns, gate or not
+    assert take_refined(model) is refined and getattr(model, REFINED, None) is None
+    copy.deepcopy(model)  # nothing with a graph is left on the module (an EMA copies it)
     model.eval()
     with torch.no_grad():
         model.head_output(obs, estimates, feats)
-    assert getattr(model, REFINED) is None
+    assert getattr(model, REFINED, None) is None
 
 
 def test_the_correction_weight_adds_its_term_and_needs_the_stages_head():

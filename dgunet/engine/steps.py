@@ -34,7 +34,10 @@ def build_model_from_cfg(cfg) -> nn.Module:
               "scale_orsnetfeats": m.SCALE_ORSNETFEATS}
     overrides = {k: v for k, v in widths.items() if v}  # 0: the task's published width
     overrides.update(hooks_for(cfg).model_overrides(cfg))
-    return build_model(m.TASK, canonical_arch(m.ARCH), **overrides)
+    model = build_model(m.TASK, canonical_arch(m.ARCH), **overrides)
+    if cfg.LOSS.CORRECTION_WEIGHT:
+        model.record_refined = True  # the loss scores the stages head's REFINED output
+    return model
 
 
 def build_scheduler(cfg, optimizer: torch.optim.Optimizer):
@@ -125,6 +128,15 @@ def build_engine(cfg, env: DistEnv, device: torch.device) -> Engine:
     return Engine(cfg, env, device, raw, model, ddp, optimizer, scheduler, scaler, AMP_DTYPES[speed.amp], speed)
 
 
+def take_refined(model: nn.Module) -> Tensor | None:
+    """The REFINED output the last training forward recorded, removed from the model: a tensor with
+    its graph left on the module would be kept a step longer and break copy.deepcopy (an EMA)."""
+    refined = getattr(model, REFINED, None)
+    if refined is not None:
+        delattr(model, REFINED)
+    return refined
+
+
 @dataclass
 class StepResult:
     status: str  # "ok" or "nonfinite" (nothing stepped)
@@ -152,7 +164,7 @@ def accumulate_gradients(eng: Engine, pairs: list[tuple[Tensor, Tensor]],
         with eng.ddp.no_sync() if skip_sync else nullcontext():
             with eng.autocast():
                 outputs = eng.model(inp) if not op or op[0] is None else eng.model(inp, physics=op[0])
-            extra = (getattr(eng.raw, REFINED, None),) if eng.cfg.LOSS.CORRECTION_WEIGHT else ()
+            extra = (take_refined(eng.raw),) if eng.cfg.LOSS.CORRECTION_WEIGHT else ()
             loss = compute_loss(outputs, target, eng.cfg, *extra) / accum
             eng.scaler.scale(loss).backward()
         step_loss += loss.detach()

@@ -53,7 +53,8 @@ READOUT_GAIN = 10.0
 # passes the correction almost no gradient, so it never matures: measured on the shipped stages
 # models, gate 0.01-0.015 at 3,264 steps and the output the mix, within 0.01-0.02 dB of the best
 # stage on held-out photos. So in training the head also records REFINED = mix (no gradient) +
-# the ungated correction, which LOSS.CORRECTION_WEIGHT trains at full strength whatever the gate.
+# the ungated correction, which LOSS.CORRECTION_WEIGHT trains at full strength whatever the gate
+# (only when `record_refined`; the trainer removes it once read, so no graph stays on the module).
 # (Passing the correction the output's gradient straight through the gate instead was tried: the
 # stages collapsed to 5 dB within 816 steps; it is a biased gradient that the shared stages exploit.)
 REFINED = "refined"
@@ -155,6 +156,7 @@ class _ImageUnfolding(nn.Module):
         if head not in HEADS:
             raise ConfigError(f"head={head!r}; choose one of {', '.join(HEADS)}")
         self.gradient, self.noise_aware, self.start, self.head = gradient, noise_aware, start, head
+        self.record_refined = False  # set by a trainer whose loss reads REFINED (LOSS.CORRECTION_WEIGHT)
         self.in_c, self.out_c = in_c, out_c
         self.n_feat, self.scale_unetfeats, self.scale_orsnetfeats = n_feat, scale_unetfeats, scale_orsnetfeats
         self._kernel_size, self._reduction, self._bias = kernel_size, reduction, bias
@@ -193,8 +195,8 @@ class _ImageUnfolding(nn.Module):
         # (B,7,C,H,W) in float32, whatever dtype autocast gave each estimate
         candidates = torch.stack([e.float() for e in (obs.x0, *estimates)], dim=1)
         mix = (weights.unsqueeze(2) * candidates).sum(dim=1)
-        # training only: what LOSS.CORRECTION_WEIGHT scores (None in eval, so nothing is held)
-        setattr(self, REFINED, mix.detach() + correction.float() if self.training else None)
+        if self.training and self.record_refined:  # what LOSS.CORRECTION_WEIGHT scores; the trainer takes it
+            setattr(self, REFINED, mix.detach() + correction.float())
         return (mix + gate * correction.float()).to(obs.x0.dtype)
 
     def _add_noise_net(self) -> None:
