@@ -20,8 +20,11 @@ $(STAMP): requirements.txt pyproject.toml pytorch-gradual-warmup-lr/pyproject.to
 demo: setup
 	$(PY) -m dgunet demo --out demo_out --train-script Denoising/train.py --config Denoising/demo.yml
 
+# One pytest worker per core (at most 8: each holds a torch import and starts training scripts);
+# loadgroup keeps the `cuda` tests on one worker (tests/conftest.py). TEST_WORKERS=0: one process.
+TEST_WORKERS ?= auto
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses 8 --dist loadgroup
 
 lint: setup
 	$(PY) -m ruff check dgunet tests Deblurring Deraining Denoising Compressive_Sensing pytorch-gradual-warmup-lr

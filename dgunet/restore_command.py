@@ -1,5 +1,8 @@
 """`python -m dgunet restore IN [IN ...] --out DIR --task TASK`: restore your own images.
 
+`--out` is a folder (the outputs keep the input names), or, for one input file, the PNG file to write
+(`--out restored.png`).
+
 Two kinds of model, told apart by the options and the checkpoint:
   known operator  the degradation is given: `--task deblurring --kernel K [--sigma S]` (non-blind
                   deblurring, circular blur as in the test protocol), `--task sr [--scale S]`
@@ -56,7 +59,8 @@ class Degradation:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="IN", help="image files or folders of images")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the restored PNGs")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the restored PNGs, or, for "
+                        "one input file, the .png to write")
     parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--kernel", metavar="FILE", help="deblurring: the blur kernel of the inputs "
                         "(.npy/.png/.mat); without it the blind (published) model is used")
@@ -240,11 +244,30 @@ def read_input(path: Path) -> tuple[Tensor, bool]:
     return image_from_array(array, path, channels=3)[None], gray
 
 
-def write_output(out_dir: Path, path: Path, image: Tensor, gray: bool) -> Path:
+def output_paths(out: str, inputs: list[str], files: list[Path]) -> list[Path]:
+    """Where each restored file goes: `--out` is a folder (input names kept), or the .png for one file.
+
+    An --out with an image suffix names a file, so it takes exactly one input file; the outputs are PNGs,
+    so any other image suffix is refused rather than written as a PNG under a misleading name."""
+    from dgunet.imagefiles import IMAGE_EXTENSIONS
+
+    target = Path(out)
+    suffix = target.suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS or target.is_dir():
+        return [target / f"{path.stem}.png" for path in files]
+    if suffix != ".png":
+        raise ConfigError(f"--out {out}: restored images are written as PNG; give a .png name or a folder")
+    if len(files) != 1 or Path(inputs[0]).is_dir():
+        raise ConfigError(f"--out {out} names one file, but the inputs hold {len(files)} image(s); "
+                          f"give a folder for --out")
+    return [target]
+
+
+def write_output(target: Path, image: Tensor, gray: bool) -> Path:
     from dgunet.data.io import save_png_atomic
 
     image = image[0]
-    return save_png_atomic(out_dir / f"{path.stem}.png", image.mean(0) if gray else image)
+    return save_png_atomic(target, image.mean(0) if gray else image)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -256,22 +279,22 @@ def run(args: argparse.Namespace) -> int:
     degradation = check_options(args)
     device = pick_device(args.device)
     files = collect_inputs(args.inputs)
+    targets = output_paths(args.out, args.inputs, files)
     model, cfg = load(args, degradation, device)
     scale = model_scale(cfg, degradation.scale, args.weights) if args.task == "sr" else None
     warn_sigma_range(degradation, cfg, args.weights)
     op = operator(degradation, scale) if degradation.known else None
-    out_dir = Path(args.out)
     failed: list[tuple[Path, str]] = []
     bar = tqdm(files, unit="image", disable=len(files) < 2, file=sys.stderr)
-    for path in bar:
+    for path, target in zip(bar, targets, strict=True):
         try:
             y, gray = read_input(path)
-            write_output(out_dir, path, restore_one(model, op, y, args), gray)
+            write_output(target, restore_one(model, op, y, args), gray)
         except (DGUNetError, OSError) as err:
             failed.append((path, str(err)))
             bar.write(f"skipped {path}: {err}", file=sys.stderr)
     done = len(files) - len(failed)
-    print(f"restored {done} of {len(files)} image(s) into {out_dir}")
+    print(f"restored {done} of {len(files)} image(s) into {args.out}")
     if failed:
         print(f"error: {len(failed)} image(s) not restored: " + "; ".join(str(p) for p, _ in failed),
               file=sys.stderr)

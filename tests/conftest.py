@@ -23,6 +23,27 @@ SCRIPT_TIMEOUT_S = 3600
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def share_cores_between_workers() -> None:
+    """Under pytest-xdist (`make test` runs `-n auto`) each worker gets its share of the cores:
+    torch's default, a thread per core in every worker, oversubscribes them and each spin-waits on
+    the others. A run without xdist keeps torch's default."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // workers))
+
+
+share_cores_between_workers()
+
+
+def pytest_collection_modifyitems(items):
+    """The `cuda` tests go to one xdist worker (`--dist loadgroup`): run side by side they would
+    share one GPU, and their NCCL groups and TF32 settings were written for one process."""
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(pytest.mark.xdist_group("cuda"))
+
+
 def load_task_module(task_dir: str, name: str):
     """Import e.g. Deraining/DGUNet_plus.py as a module, the way a user running from that folder would."""
     path = REPO / task_dir / f"{name}.py"

@@ -187,3 +187,21 @@ def test_the_correction_weight_adds_its_term_and_needs_the_stages_head():
     cfg.MODEL.HEAD, cfg.LOSS.CORRECTION_WEIGHT = "stages", -1.0
     with pytest.raises(ConfigError, match="must be >= 0"):
         validate(cfg)
+
+
+def test_the_refined_output_is_recorded_under_torch_compile():
+    """TRAIN.COMPILE wraps the model in torch.compile; the head's setattr must survive tracing as a
+    side effect, in one graph (fullgraph), and give the eager values. Dynamo's own `eager` backend
+    traces the same way as inductor without its minutes of code generation on a CPU."""
+    from dgunet.engine.steps import take_refined
+
+    y, op = blurred(batch=1, size=16)
+    torch.manual_seed(0)
+    model = build_model("deblurring", gradient="known", head="stages", **SMALL)
+    model.record_refined = True
+    expected_out, expected = model(y, op)[0], take_refined(model)
+    out = torch.compile(model, backend="eager", fullgraph=True)(y, op)[0]
+    refined = take_refined(model)
+    assert refined is not None and refined.requires_grad
+    torch.testing.assert_close(refined, expected)
+    torch.testing.assert_close(out, expected_out)

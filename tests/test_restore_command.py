@@ -99,6 +99,24 @@ def test_a_folder_with_an_unreadable_file_restores_the_others_and_names_it(tmp_p
     assert cv2.imread(str(tmp_path / "o" / "gray.png"), cv2.IMREAD_UNCHANGED).shape == (20, 20)
 
 
+def test_out_names_the_png_for_one_input_file_and_a_folder_otherwise(tmp_path):
+    save_checkpoint(tmp_path / "w.pth", "denoising", "known")
+    write_rgb(tmp_path / "noisy.png", crops(1, 24, seed=9)[0])
+    common = ["--task", "denoising", "--sigma", "0.05", "--weights", str(tmp_path / "w.pth")]
+    out = restore([str(tmp_path / "noisy.png"), "--out", str(tmp_path / "restored.png"), *common], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "restored.png").is_file()
+    assert cv2.imread(str(tmp_path / "restored.png")).shape == (24, 24, 3)
+    # A file name takes one image, and a PNG only; the refusal comes before anything is written.
+    write_rgb(tmp_path / "two" / "a.png", crops(1, 16, seed=1)[0])
+    write_rgb(tmp_path / "two" / "b.png", crops(1, 16, seed=2)[0])
+    for inputs, name, message in [([str(tmp_path / "two")], "both.png", "give a folder for --out"),
+                                  ([str(tmp_path / "noisy.png")], "restored.jpg", "written as PNG")]:
+        bad = restore([*inputs, "--out", str(tmp_path / name), *common], tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / name).exists()
+
+
 def test_blind_model_restores_with_tiles(tmp_path):
     save_checkpoint(tmp_path / "w.pth", "deraining", "learned")
     write_rgb(tmp_path / "rain.png", crops(1, 40, seed=8)[0])
