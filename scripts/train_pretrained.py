@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -86,14 +86,14 @@ def write_training_photos(folder: Path) -> int:
 
 
 def train_command(recipe: Recipe, out: Path, plumbing: bool, epochs: int, resume: bool,
-                  fast: bool = True, extra: list[str] | None = None) -> list[str]:
+                  fast: bool = True) -> list[str]:
     opts = [*WIDTHS, "OPTIM.BATCH_SIZE", "4", "OPTIM.LR_INITIAL", "3e-4", "TRAIN.PATCH_SIZE", "64",
             "TRAIN.WORKERS", "0", "TRAIN.PRINT_EVERY", "100",
             # 8 budgets of the learning curve (docs/known_degradation.md) are kept as model_epoch_*.pth
             "TRAIN.SAVE_EVERY", "0" if plumbing else str(max(1, epochs // 8)), "TRAIN.KEEP_LAST_K", "0",
             "TRAIN.SNAPSHOT_MINUTES", "5", "DATA.TRAIN_DIR", str(out / "train_photos"), "DATA.VAL_DIR", "",
             "OUTPUT.DIR", str(out / "runs"), "OUTPUT.NAME", recipe.name, "OUTPUT.TENSORBOARD", "false",
-            *budget(plumbing, epochs), *recipe.opts, *(extra or [])]
+            *budget(plumbing, epochs), *recipe.opts]
     cmd = [sys.executable, str(REPO / recipe.folder / "train.py"), "--config",
            str(REPO / recipe.folder / recipe.config)]
     # --fast: bf16 autocast where the CPU has native bf16, NHWC, foreach Adam, the fast merge (2.5x a
@@ -107,15 +107,14 @@ def run_state(recipe: Recipe, out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"seconds": 0.0, "done": False}
 
 
-def start(recipe: Recipe, out: Path, plumbing: bool, epochs: int, threads: int | None,
-          extra: list[str] | None = None) -> subprocess.Popen:
+def start(recipe: Recipe, out: Path, plumbing: bool, epochs: int, threads: int | None) -> subprocess.Popen:
     run_dir = out / "runs" / recipe.name
     resume = (run_dir / "snapshot.pth").exists() or (run_dir / "model_latest.pth").exists()
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     log = open(out / f"{recipe.name}.log", "a")  # noqa: SIM115 (closed by finish)
-    command = train_command(recipe, out, plumbing, epochs, resume, extra=extra)
+    command = train_command(recipe, out, plumbing, epochs, resume)
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     proc.log, proc.started = log, time.perf_counter()
     return proc
@@ -136,7 +135,7 @@ def finish(recipe: Recipe, out: Path, proc: subprocess.Popen) -> float:
 
 
 def train_all(recipes: list[Recipe], out: Path, plumbing: bool, epochs: int, parallel: int,
-              threads: int | None, extra: list[str] | None = None) -> dict[str, float]:
+              threads: int | None) -> dict[str, float]:
     """Train (or resume) every recipe, `parallel` at a time; returns wall seconds per model."""
     seconds = {r.name: run_state(r, out)["seconds"] for r in recipes if run_state(r, out)["done"]}
     waiting = [r for r in recipes if r.name not in seconds]
@@ -144,7 +143,7 @@ def train_all(recipes: list[Recipe], out: Path, plumbing: bool, epochs: int, par
     while waiting or running:
         while waiting and len(running) < parallel:
             recipe = waiting.pop(0)
-            running.append((recipe, start(recipe, out, plumbing, epochs, threads, extra)))
+            running.append((recipe, start(recipe, out, plumbing, epochs, threads)))
         for recipe, proc in list(running):
             if proc.poll() is not None:
                 running.remove((recipe, proc))
@@ -197,7 +196,7 @@ def ship(recipe: Recipe, out: Path, ship_dir: Path, seconds: float, args: argpar
                                       "epochs": epoch, "steps": steps,
                                       "photos": f"{photos} scikit-image photos (scripts/train_pretrained.py)",
                                       "train_py_opts": train_command(recipe, out, args.plumbing, args.epochs,
-                                                                     False, extra=args.opts)[4:]}}
+                                                                     False)[4:]}}
     write_manifest(rows, ship_dir)  # the file is listed (sha256) before it is loaded and scored
     model = load_pretrained(recipe.name, folder=ship_dir)
     rows[recipe.name]["scores"] = score(model, recipe, limit=1 if args.plumbing else None)
@@ -220,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     (args.out / "train_photos").mkdir(parents=True, exist_ok=True)
     print(f"{write_training_photos(args.out / 'train_photos')} training photos in {args.out / 'train_photos'}")
-    recipes = [RECIPES[name] for name in args.models]
-    seconds = train_all(recipes, args.out, args.plumbing, args.epochs, args.parallel, args.threads, args.opts)
+    # --opts become part of each recipe, after its own overrides: the training and the manifest see them.
+    recipes = [replace(RECIPES[name], opts=[*RECIPES[name].opts, *args.opts]) for name in args.models]
+    seconds = train_all(recipes, args.out, args.plumbing, args.epochs, args.parallel, args.threads)
     for recipe in recipes:
         row = ship(recipe, args.out, args.ship, seconds[recipe.name], args)
         print(f"{recipe.name}: {seconds[recipe.name] / 60:.1f} min, {row['bytes'] / 2**20:.2f} MB, "
