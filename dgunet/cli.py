@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("dgunet.bench", "time the faithful and the fast inference paths"),
     "demo": ("dgunet.demo", "train and test a small DGUNet on built-in photos"),
     "restore": ("dgunet.restore_command", "restore your own images (known kernel, SR, denoising, or blind)"),
+    "tune-head": ("dgunet.head_tuning", "fit a trained known-operator model's output head, its stages frozen"),
 }
 
 

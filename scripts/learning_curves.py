@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dgunet.head_tuning import HeadTuning
+
 BASELINE_ROWS = {"deblurring": ("wiener-flat", "adagger", "adagger-oracle", "hyperlaplacian"),
                  "denoising": ("adagger", "hyperlaplacian", "nlm"), "sr": ("bicubic",)}
 EPOCH_FILE = re.compile(r"model_epoch_(\d+)\.pth$")
@@ -125,10 +127,13 @@ def budgets(run_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
-def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None) -> dict:
+def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None,
+          tune: HeadTuning | None = None) -> dict:
     """The learning curve of one trained model (see the module docstring); `epochs`: only these
-    budgets (a deblurring budget costs about 10 minutes on 2 cores)."""
+    budgets (a deblurring budget costs about 10 minutes on 2 cores); `tune`: also score each budget
+    with its head tuned (dgunet.head_tuning) on the run's training photos."""
     from dgunet.config import config_from_yaml_string
+    from dgunet.head_tuning import tune_model
     from dgunet.testrun.loading import load_model
 
     run_dir = runs / "runs" / name
@@ -144,12 +149,17 @@ def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None
               "points": [], "baselines": baselines(task, items, scale, previous.get("baselines"))}
     done = {p["epoch"]: p for p in previous.get("points", [])}
     for epoch, path in points:
-        if epoch in done and "stages" in done[epoch] and path.name != "model_latest.pth":
+        if (epoch in done and "stages" in done[epoch] and path.name != "model_latest.pth"
+                and (tune is None or "tuned" in done[epoch])):
             result["points"].append(done[epoch])
             continue
         start = time.perf_counter()
         model = load_model(task, path).model  # gradient step and start from the checkpoint's config
         point = {"epoch": epoch, "steps": epoch * steps_per_epoch, **model_scores(model, items, scale)}
+        if tune is not None:
+            info = tune_model(model, cfg, tune, train_dir=runs / "train_photos", source=str(path))
+            point["tuned"] = {**model_scores(model, items, scale), "head_tuning": info}
+            print(f"{name} epoch {epoch}, head tuned: {point['tuned']['final']}", flush=True)
         result["points"].append(point)
         print(f"{name} epoch {epoch}: {point['final']} ({time.perf_counter() - start:.0f} s)", flush=True)
     return result
@@ -182,22 +192,33 @@ def markdown(curves: dict) -> str:
         for row, values in c["baselines"].items():
             label = f"{row} (the model's start)" if row == c.get("start", "adagger") else row
             lines.append(f"| {label} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
-        misses = []
+        misses = {"": [], ", head tuned": []}
         for point in c["points"]:
-            above = {g: stage_above_output(point["stages"][g]) if "stages" in point else None for g in groups}
-            misses += [(point["steps"], g) for g in groups if above[g]]
-            lines.append(f"| DGUNet, {point['steps']} steps (epoch {point['epoch']}) | "
-                         + " | ".join(cell(point["final"][g], above[g], point.get("margin", {}).get(g))
-                                      for g in groups) + " |")
-        lines += ["", "The output is the best stage at every budget and group." if not misses else
-                  "A stage is above the output at: " + ", ".join(f"{s} steps ({g})" for s, g in misses) + "."]
-        gaps = [(p["margin"][g][0], p["margin"][g][1], p["steps"], g) for p in c["points"] if "margin" in p
-                for g in groups]
-        if gaps:
-            low = min(gaps)
-            lines += ["", f"Output minus the best of stages 1-6 (mean ± standard error over the test images): "
-                      f"smallest {low[0]:+.3f} ± {low[1]:.3f} dB ({low[2]} steps, {low[3]}), largest "
-                      f"{max(gaps)[0]:+.3f} dB."]
+            for suffix, scores in (("", point), (", head tuned", point.get("tuned"))):
+                if scores is None:
+                    continue
+                above = {g: stage_above_output(scores["stages"][g]) if "stages" in scores else None
+                         for g in groups}
+                misses[suffix] += [(point["steps"], g) for g in groups if above[g]]
+                lines.append(f"| DGUNet{suffix}, {point['steps']} steps (epoch {point['epoch']}) | "
+                             + " | ".join(cell(scores["final"][g], above[g], scores.get("margin", {}).get(g))
+                                          for g in groups) + " |")
+        for suffix, found in misses.items():
+            if suffix and not any("tuned" in p for p in c["points"]):
+                continue
+            who = "The head-tuned output" if suffix else "The output"
+            lines += ["", f"{who} is the best stage at every budget and group." if not found else
+                      f"A stage is above {who[0].lower() + who[1:]} at: "
+                      + ", ".join(f"{s} steps ({g})" for s, g in found) + "."]
+            scored = [(p["steps"], p.get("tuned") if suffix else p) for p in c["points"]]
+            gaps = [(q["margin"][g][0], q["margin"][g][1], steps, g) for steps, q in scored
+                    if q and "margin" in q for g in groups]
+            if gaps:
+                low = min(gaps)
+                lines += ["", f"{who} minus the best of stages 1-6 (mean ± standard error over the test "
+                          f"images): "
+                          f"smallest {low[0]:+.3f} ± {low[1]:.3f} dB ({low[2]} steps, {low[3]}), largest "
+                          f"{max(gaps)[0]:+.3f} dB."]
         last = c["points"][-1]
         lines += ["", f"Stage by stage at {last['steps']} steps (stage 1 to 7, 7 = the output):", ""]
         lines += [f"- {g}: " + " / ".join(f"{v:.2f}" for v in last["stages"][g]) for g in groups]
@@ -247,13 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for curves.json")
     parser.add_argument("--figure", type=Path, help="also draw the curves into this PNG")
     parser.add_argument("--epochs", nargs="+", type=int, help="score only these budgets (default: all kept)")
+    parser.add_argument("--tune-head", action="store_true", help="also score every budget with its head tuned "
+                        "(dgunet.head_tuning, stages frozen) on the run's training photos")
     args = parser.parse_args(argv)
     names = args.models or sorted(p.name for p in (args.runs / "runs").iterdir() if p.is_dir())
     out_file = args.out / "curves.json"
     previous = json.loads(out_file.read_text()) if out_file.exists() else {}
     curves = {}
     for name in names:
-        curves[name] = curve(name, args.runs, previous.get(name, {}), args.epochs)
+        curves[name] = curve(name, args.runs, previous.get(name, {}), args.epochs,
+                             HeadTuning() if args.tune_head else None)
         write_text_atomic(out_file, json.dumps({**previous, **curves}, indent=1) + "\n")
     every = dict(sorted({**previous, **curves}.items()))  # earlier models of curves.json are shown too
     write_text_atomic(args.out / "curves.md", markdown(every))

@@ -7,9 +7,10 @@
 Each model is a real `train.py` run with its task config (so the engine's snapshots make it
 resumable: rerun the same command after an interruption and it goes on where it stopped) on
 photos that scikit-image ships (none of them a test photo). When a run is done its
-model_latest.pth is exported (weights + config, float32, <= 10 MB) to --ship (default
+model_latest.pth (with --tune-head: its head tuned with the stages frozen, dgunet.head_tuning,
+model_head_tuned.pth) is exported (weights + config, float32, <= 10 MB) to --ship (default
 pretrained/) and scored on the benchmark cases with the built-in test photos; the manifest gets
-the file's sha256 and size, the training time, the CPU and the scores.
+the file's sha256 and size, the training time, the CPU, any head tuning and the scores.
 """
 
 from __future__ import annotations
@@ -185,6 +186,14 @@ def ship(recipe: Recipe, out: Path, ship_dir: Path, seconds: float, args: argpar
     file = f"dgunet_{recipe.name.replace('-', '_')}.pth"
     latest = out / "runs" / recipe.name / "model_latest.pth"
     epoch = int(torch.load(latest, map_location="cpu", weights_only=True)["epoch"])
+    tuning = None
+    if args.tune_head:
+        from dgunet.head_tuning import HeadTuning, tune_checkpoint
+
+        settings = HeadTuning(batches=2, epochs=1) if args.plumbing else HeadTuning()
+        tuned = out / "runs" / recipe.name / "model_head_tuned.pth"
+        tuning = tune_checkpoint(latest, tuned, settings, train_dir=out / "train_photos")
+        latest = tuned
     export(latest, ship_dir / file)
     rows = {name: entry.info for name, entry in read_manifest(ship_dir).items()}
     photos = len(list((out / "train_photos").iterdir()))
@@ -197,6 +206,8 @@ def ship(recipe: Recipe, out: Path, ship_dir: Path, seconds: float, args: argpar
                                       "photos": f"{photos} scikit-image photos (scripts/train_pretrained.py)",
                                       "train_py_opts": train_command(recipe, out, args.plumbing, args.epochs,
                                                                      False)[4:]}}
+    if tuning is not None:
+        rows[recipe.name]["head_tuning"] = tuning
     write_manifest(rows, ship_dir)  # the file is listed (sha256) before it is loaded and scored
     model = load_pretrained(recipe.name, folder=ship_dir)
     rows[recipe.name]["scores"] = score(model, recipe, limit=1 if args.plumbing else None)
@@ -214,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plumbing", action="store_true", help="3 steps per model, 1 case x 1 photo scored")
     parser.add_argument("--parallel", type=int, default=1, help="trainings at a time (default 1)")
     parser.add_argument("--threads", type=int, help="torch threads per training (default: torch's)")
+    parser.add_argument("--tune-head", action="store_true", help="fit the head alone (stages frozen, "
+                        "dgunet.head_tuning) before export; the shipped files are untuned (+-0.02 dB)")
     parser.add_argument("--opts", nargs="+", default=[], help="more config overrides (KEY VALUE ...) for every "
                         "model, after the recipe's")
     args = parser.parse_args(argv)

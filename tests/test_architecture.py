@@ -18,7 +18,7 @@ LAYERS = {  # unit (a top-level module or subpackage of dgunet) -> layer, as in 
     **dict.fromkeys(("config", "checkpoint", "shipped", "losses", "inference", "evaluate"), 3),
     **dict.fromkeys(("engine", "testrun"), 4),
     **dict.fromkeys(("cli", "__main__", "bench", "demo", "info", "pretrained", "reproduce",
-                     "restore_command"), 5),
+                     "restore_command", "head_tuning"), 5),
 }
 FOUNDATION_IMPORTS = {"errors"}  # layer 0 imports nothing of dgunet but the errors
 

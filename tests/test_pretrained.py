@@ -29,23 +29,25 @@ def script():
     return module
 
 
-def run_script(tmp_path, *models: str) -> subprocess.CompletedProcess:
+def run_script(tmp_path, *models: str, extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "runs"), "--ship",
-                           str(tmp_path / "ship"), "--plumbing", "--models", *models],
+                           str(tmp_path / "ship"), "--plumbing", *extra, "--models", *models],
                           env=env_one_thread(), capture_output=True, text=True,
                           timeout=SCRIPT_TIMEOUT_S)
 
 
 @pytest.mark.slow
 def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
-    out = run_script(tmp_path, "denoising")
+    out = run_script(tmp_path, "denoising", extra=("--tune-head",))
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     row = json.loads((tmp_path / "ship" / "manifest.json").read_text())["models"]["denoising"]
     assert 0 < row["bytes"] <= MAX_BYTES and len(row["sha256"]) == 64
     assert row["training"]["seconds"] > 0 and "flags" in row["training"]["cpu"]
     assert len(row["scores"]) == 1 and 10 < next(iter(row["scores"].values())) < 60
     assert not load_pretrained("denoising", folder=tmp_path / "ship").training
-    # Rerunning is safe: a finished run is not trained again, only exported and scored again.
+    assert row["head_tuning"]["batches"] == 2 and row["head_tuning"]["loss_last_pass"] > 0  # --tune-head
+    assert (tmp_path / "runs" / "runs" / "denoising" / "model_head_tuned.pth").exists()
+    # Rerunning is safe: a finished run is not trained again, only exported and scored again (untuned now).
     log = (tmp_path / "runs" / "denoising.log").read_text()
     again = run_script(tmp_path, "denoising")
     assert again.returncode == 0, again.stderr
@@ -53,8 +55,8 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     # The learning curve of the run: the output, the stages and the baselines per noise level.
     curves = subprocess.run([sys.executable, str(REPO / "scripts" / "learning_curves.py"), "--runs",
                              str(tmp_path / "runs"), "--out", str(tmp_path / "curves"), "--figure",
-                             str(tmp_path / "curves.png")], env=env_one_thread(), capture_output=True,
-                            text=True, timeout=SCRIPT_TIMEOUT_S)
+                             str(tmp_path / "curves.png"), "--tune-head"], env=env_one_thread(),
+                            capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S)
     assert curves.returncode == 0, curves.stderr[-2000:]
     curve = json.loads((tmp_path / "curves" / "curves.json").read_text())["denoising"]
     assert [p["epoch"] for p in curve["points"]] == [1]
@@ -68,6 +70,9 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     assert list(curve["points"][0]["margin"]) == groups  # output minus the best stage, with its error
     assert curve["points"][0]["stages"]["sigma 25"][-1] == curve["points"][0]["final"]["sigma 25"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    tuned = curve["points"][0]["tuned"]  # --tune-head: the same budget scored with its head tuned
+    assert list(tuned["final"]) == groups and tuned["head_tuning"]["epochs"] == 15
+    assert "| DGUNet, head tuned, " in (tmp_path / "curves" / "curves.md").read_text()
     assert "| nlm (the model's start) |" in (tmp_path / "curves" / "curves.md").read_text()
 
 

@@ -275,7 +275,10 @@ class DGUNet(_ImageUnfolding):
         self._add_noise_net()
 
     def forward(self, y: Tensor, physics=None, sigma=None) -> list[Tensor]:
-        obs = self.observe(y, physics, sigma)
+        return self.unfold(self.observe(y, physics, sigma))
+
+    def unfold(self, obs: Observation) -> list[Tensor]:
+        """The 7 stages from an observation (`observe`): forward's outputs, final first."""
         conditions = self.conditions(obs)
         gain, shift = conditions[0]
         v = gradient_step(obs.x0, obs, scaled(self.r0, gain), self.phi_0, self.phit_0)
@@ -329,7 +332,10 @@ class DGUNetPlus(_ImageUnfolding):
         self._add_noise_net()
 
     def forward(self, y: Tensor, physics=None, sigma=None) -> list[Tensor]:
-        obs = self.observe(y, physics, sigma)
+        return self.unfold(self.observe(y, physics, sigma))
+
+    def unfold(self, obs: Observation) -> list[Tensor]:
+        """The 7 stages from an observation (`observe`): forward's outputs, final first."""
         conditions = self.conditions(obs)
         x, carry, estimates = obs.x0, None, []
         for k in range(1, NUM_STAGES):
