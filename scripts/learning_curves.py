@@ -181,6 +181,24 @@ def cell(final: float, above: tuple[int, float] | None, gap: list[float] | None 
     return f"{final:.2f} (stage {above[0]}: {above[1]:.2f}{detail})"
 
 
+def summary(who: str, scored: list[tuple[dict, dict]], groups: list[str]) -> list[str]:
+    """Where a stage is above the output, and the smallest and largest paired margins, for one run
+    of (point, scores) pairs."""
+    found = [(p["steps"], g) for p, q in scored for g in groups
+             if "stages" in q and stage_above_output(q["stages"][g])]
+    where = ", ".join(f"{s} steps ({g})" for s, g in found)
+    lines = ["", f"A stage is above {who[0].lower() + who[1:]} at: {where}." if found else
+             f"{who} is the best stage at every budget and group."]
+    gaps = [(q["margin"][g][0], q["margin"][g][1], p["steps"], g)
+            for p, q in scored if "margin" in q for g in groups]
+    if gaps:
+        low = min(gaps)
+        lines += ["", f"{who} minus the best of stages 1-6 (mean ± standard error over the test images): "
+                  f"smallest {low[0]:+.3f} ± {low[1]:.3f} dB ({low[2]} steps, {low[3]}), largest "
+                  f"{max(gaps)[0]:+.3f} dB."]
+    return lines
+
+
 def markdown(curves: dict) -> str:
     """The curves as tables: per model, the output at every budget (with the stage above it, where
     one is), the start and the baselines, and the PSNR of every stage at the last budget."""
@@ -192,33 +210,20 @@ def markdown(curves: dict) -> str:
         for row, values in c["baselines"].items():
             label = f"{row} (the model's start)" if row == c.get("start", "adagger") else row
             lines.append(f"| {label} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
-        misses = {"": [], ", head tuned": []}
-        for point in c["points"]:
+        runs = {"": [(p, p) for p in c["points"]],  # (point, its scores): as trained, then head tuned
+                ", head tuned": [(p, p["tuned"]) for p in c["points"] if "tuned" in p]}
+        for point in c["points"]:  # each budget: as trained, then head tuned where scored
             for suffix, scores in (("", point), (", head tuned", point.get("tuned"))):
                 if scores is None:
                     continue
                 above = {g: stage_above_output(scores["stages"][g]) if "stages" in scores else None
                          for g in groups}
-                misses[suffix] += [(point["steps"], g) for g in groups if above[g]]
                 lines.append(f"| DGUNet{suffix}, {point['steps']} steps (epoch {point['epoch']}) | "
                              + " | ".join(cell(scores["final"][g], above[g], scores.get("margin", {}).get(g))
                                           for g in groups) + " |")
-        for suffix, found in misses.items():
-            if suffix and not any("tuned" in p for p in c["points"]):
-                continue
-            who = "The head-tuned output" if suffix else "The output"
-            lines += ["", f"{who} is the best stage at every budget and group." if not found else
-                      f"A stage is above {who[0].lower() + who[1:]} at: "
-                      + ", ".join(f"{s} steps ({g})" for s, g in found) + "."]
-            scored = [(p["steps"], p.get("tuned") if suffix else p) for p in c["points"]]
-            gaps = [(q["margin"][g][0], q["margin"][g][1], steps, g) for steps, q in scored
-                    if q and "margin" in q for g in groups]
-            if gaps:
-                low = min(gaps)
-                lines += ["", f"{who} minus the best of stages 1-6 (mean ± standard error over the test "
-                          f"images): "
-                          f"smallest {low[0]:+.3f} ± {low[1]:.3f} dB ({low[2]} steps, {low[3]}), largest "
-                          f"{max(gaps)[0]:+.3f} dB."]
+        for suffix, scored in runs.items():
+            if scored:
+                lines += summary("The head-tuned output" if suffix else "The output", scored, groups)
         last = c["points"][-1]
         lines += ["", f"Stage by stage at {last['steps']} steps (stage 1 to 7, 7 = the output):", ""]
         lines += [f"- {g}: " + " / ".join(f"{v:.2f}" for v in last["stages"][g]) for g in groups]
