@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", nargs="+", type=int, help="score only these budgets (default: all kept)")
     parser.add_argument("--tune-head", action="store_true", help="also score every budget with its head tuned "
                         "(dgunet.head_tuning, stages frozen) on the run's training photos")
+    parser.add_argument("--tune-batches", type=int, default=HeadTuning().batches,
+                        help="cached training batches of --tune-head (default %(default)s)")
     args = parser.parse_args(argv)
     names = args.models or sorted(p.name for p in (args.runs / "runs").iterdir() if p.is_dir())
     out_file = args.out / "curves.json"
@@ -282,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     curves = {}
     for name in names:
         curves[name] = curve(name, args.runs, previous.get(name, {}), args.epochs,
-                             HeadTuning() if args.tune_head else None)
+                             HeadTuning(batches=args.tune_batches) if args.tune_head else None)
         write_text_atomic(out_file, json.dumps({**previous, **curves}, indent=1) + "\n")
     every = dict(sorted({**previous, **curves}.items()))  # earlier models of curves.json are shown too
     write_text_atomic(args.out / "curves.md", markdown(every))

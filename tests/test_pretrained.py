@@ -55,7 +55,8 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     # The learning curve of the run: the output, the stages and the baselines per noise level.
     curves = subprocess.run([sys.executable, str(REPO / "scripts" / "learning_curves.py"), "--runs",
                              str(tmp_path / "runs"), "--out", str(tmp_path / "curves"), "--figure",
-                             str(tmp_path / "curves.png"), "--tune-head"], env=env_one_thread(),
+                             str(tmp_path / "curves.png"), "--tune-head", "--tune-batches", "4"],
+                            env=env_one_thread(),
                             capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S)
     assert curves.returncode == 0, curves.stderr[-2000:]
     curve = json.loads((tmp_path / "curves" / "curves.json").read_text())["denoising"]
@@ -71,7 +72,7 @@ def test_plumbing_mode_trains_ships_and_scores_a_model(tmp_path):
     assert curve["points"][0]["stages"]["sigma 25"][-1] == curve["points"][0]["final"]["sigma 25"]
     assert (tmp_path / "curves.png").stat().st_size > 1000
     tuned = curve["points"][0]["tuned"]  # --tune-head: the same budget scored with its head tuned
-    assert list(tuned["final"]) == groups and tuned["head_tuning"]["epochs"] == 15
+    assert list(tuned["final"]) == groups and tuned["head_tuning"]["batches"] == 4
     assert "| DGUNet, head tuned, " in (tmp_path / "curves" / "curves.md").read_text()
     assert "| nlm (the model's start) |" in (tmp_path / "curves" / "curves.md").read_text()
 
