@@ -66,18 +66,28 @@ class HeadInputs:
 
 
 def head_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The head's modules by name: the fusing module, tail and (head stages) readout."""
+    """The head's modules by name: the fusing module first, tail and (head stages) readout."""
     name = type(model).__name__
     if name not in FUSE:
         raise ConfigError(f"head tuning knows DGUNet and DGUNetPlus, not {name}")
-    names = [FUSE[name], "tail", *(["readout"] if getattr(model, "head", "x0") == "stages" else [])]
+    names = [FUSE[name], "tail", *(["readout"] if model.head == "stages" else [])]
     return {n: getattr(model, n) for n in names}
+
+
+def fusing_module(model: nn.Module) -> nn.Module:
+    """The first module after the stages, whose inputs `collect` caches."""
+    return next(iter(head_modules(model).values()))
+
+
+def applicable(settings: HeadTuning, model: nn.Module) -> HeadTuning:
+    """The settings as they run on `model`: the x0 head has no correction term, so its weight is 0."""
+    return settings if model.head == "stages" else replace(settings, correction_weight=0.0)
 
 
 @torch.no_grad()
 def collect(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, object]]) -> list[HeadInputs]:
     """Run the frozen model once per (input, target, operator) batch and keep the head's inputs."""
-    fuse = head_modules(model)[FUSE[type(model).__name__]]
+    fuse = fusing_module(model)
     seen: list[tuple[Tensor, ...]] = []
     hook = fuse.register_forward_pre_hook(lambda _m, args: seen.append(tuple(a.detach() for a in args)))
     was_training = model.training
@@ -96,8 +106,7 @@ def collect(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, object]]) 
 
 def head_forward(model: nn.Module, item: HeadInputs) -> Tensor:
     """The model's output (B,C,H,W) recomputed from a cached batch: what forward's head does."""
-    fuse = head_modules(model)[FUSE[type(model).__name__]]
-    return model.head_output(item.obs, item.estimates, fuse(*item.fuse_args))
+    return model.head_output(item.obs, item.estimates, fusing_module(model)(*item.fuse_args))
 
 
 def tune_head(model: nn.Module, cached: list[HeadInputs], cfg, settings: HeadTuning) -> list[float]:
@@ -108,11 +117,10 @@ def tune_head(model: nn.Module, cached: list[HeadInputs], cfg, settings: HeadTun
 
     if not cached:
         raise ConfigError("head tuning needs at least one batch")
-    stages_head = getattr(model, "head", "x0") == "stages"
     loss_cfg = cfg.clone()
     loss_cfg.defrost()
     loss_cfg.LOSS.STAGE_WEIGHTS = []  # one output: its own term
-    loss_cfg.LOSS.CORRECTION_WEIGHT = settings.correction_weight if stages_head else 0.0
+    loss_cfg.LOSS.CORRECTION_WEIGHT = applicable(settings, model).correction_weight
     params = [p for m in head_modules(model).values() for p in m.parameters()]
     frozen = {p: p.requires_grad for p in model.parameters()}
     was_training, was_recording = model.training, model.record_refined
@@ -173,8 +181,7 @@ def tune_model(model: nn.Module, cfg, settings: HeadTuning = HeadTuning(), train
     if not cfg.DEGRADE.KIND:
         raise ConfigError(f"{source} trains on paired data (DEGRADE.KIND empty); head tuning is for the "
                           f"known-operator tasks")
-    if getattr(model, "head", "x0") != "stages":  # the record says what ran: the x0 head has no correction term
-        settings = replace(settings, correction_weight=0.0)
+    settings = applicable(settings, model)  # the record says what ran
     start = time.perf_counter()
     losses = tune_head(model, collect(model, training_batches(cfg, settings)), cfg, settings)
     return record(settings, losses, time.perf_counter() - start)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dgunet.head_tuning import HeadTuning
+from dgunet.head_tuning import HeadTuning, tune_model
 
 BASELINE_ROWS = {"deblurring": ("wiener-flat", "adagger", "adagger-oracle", "hyperlaplacian"),
                  "denoising": ("adagger", "hyperlaplacian", "nlm"), "sr": ("bicubic",)}
@@ -133,7 +133,6 @@ def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None
     budgets (a deblurring budget costs about 10 minutes on 2 cores); `tune`: also score each budget
     with its head tuned (dgunet.head_tuning) on the run's training photos."""
     from dgunet.config import config_from_yaml_string
-    from dgunet.head_tuning import tune_model
     from dgunet.testrun.loading import load_model
 
     run_dir = runs / "runs" / name
@@ -210,20 +209,17 @@ def markdown(curves: dict) -> str:
         for row, values in c["baselines"].items():
             label = f"{row} (the model's start)" if row == c.get("start", "adagger") else row
             lines.append(f"| {label} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
-        runs = {"": [(p, p) for p in c["points"]],  # (point, its scores): as trained, then head tuned
-                ", head tuned": [(p, p["tuned"]) for p in c["points"] if "tuned" in p]}
-        for point in c["points"]:  # each budget: as trained, then head tuned where scored
-            for suffix, scores in (("", point), (", head tuned", point.get("tuned"))):
-                if scores is None:
-                    continue
-                above = {g: stage_above_output(scores["stages"][g]) if "stages" in scores else None
-                         for g in groups}
-                lines.append(f"| DGUNet{suffix}, {point['steps']} steps (epoch {point['epoch']}) | "
-                             + " | ".join(cell(scores["final"][g], above[g], scores.get("margin", {}).get(g))
-                                          for g in groups) + " |")
-        for suffix, scored in runs.items():
-            if scored:
-                lines += summary("The head-tuned output" if suffix else "The output", scored, groups)
+        # (suffix, point, its scores) per budget: as trained, then head tuned where scored
+        rows = [(suffix, p, q) for p in c["points"]
+                for suffix, q in (("", p), (", head tuned", p.get("tuned"))) if q is not None]
+        for suffix, point, scores in rows:
+            above = {g: stage_above_output(scores["stages"][g]) if "stages" in scores else None for g in groups}
+            lines.append(f"| DGUNet{suffix}, {point['steps']} steps (epoch {point['epoch']}) | "
+                         + " | ".join(cell(scores["final"][g], above[g], scores.get("margin", {}).get(g))
+                                      for g in groups) + " |")
+        for suffix, who in (("", "The output"), (", head tuned", "The head-tuned output")):
+            if scored := [(p, q) for s, p, q in rows if s == suffix]:
+                lines += summary(who, scored, groups)
         last = c["points"][-1]
         lines += ["", f"Stage by stage at {last['steps']} steps (stage 1 to 7, 7 = the output):", ""]
         lines += [f"- {g}: " + " / ".join(f"{v:.2f}" for v in last["stages"][g]) for g in groups]
