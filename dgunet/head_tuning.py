@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dgunet.errors import ConfigError
+from dgunet.errors import ConfigError, DataError
 from dgunet.models.gradient import Observation
 
 # The fusing module of each variant: the first module after the stages.
@@ -233,7 +233,14 @@ def run(args: argparse.Namespace) -> int:
     if args.batches < 1 or args.epochs < 1:
         raise ConfigError("--batches and --epochs must be at least 1")
     settings = HeadTuning(batches=args.batches, epochs=args.epochs, lr=args.lr)
-    info = tune_checkpoint(args.checkpoint, args.out, settings, args.train_dir)
+    try:
+        info = tune_checkpoint(args.checkpoint, args.out, settings, args.train_dir)
+    except DataError as err:
+        if args.train_dir is not None:
+            raise
+        # a shipped file records the folder it was trained on, on another machine
+        raise DataError(f"{args.checkpoint} names its training folder: {err}; pass --train-dir DIR with "
+                        f"clean training images") from None
     print(f"{args.out}: head tuned in {info['seconds']:.0f} s (loss {info['loss_first_pass']:.5f} -> "
           f"{info['loss_last_pass']:.5f})")
     return 0

@@ -122,3 +122,11 @@ def test_the_command_names_a_bad_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "paired.pth" in err and "DEGRADE.KIND" in err
     assert not (tmp_path / "t.pth").exists()
+    cfg = config("stages")  # a known-operator file whose training folder is not on this machine
+    cfg.defrost()
+    cfg.DATA.TRAIN_DIR = str(tmp_path / "elsewhere")
+    weights = build_model("deblurring", gradient="known", head="stages", **SMALL).state_dict()
+    torch.save({"epoch": 1, "state_dict": weights, "config": cfg.dump()}, tmp_path / "moved.pth")
+    assert main(["tune-head", str(tmp_path / "moved.pth"), "--out", str(tmp_path / "t.pth")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "elsewhere" in err and "moved.pth" in err and "--train-dir" in err
