@@ -106,7 +106,7 @@ def collect(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor, object]]) 
 
 def head_forward(model: nn.Module, item: HeadInputs) -> Tensor:
     """The model's output (B,C,H,W) recomputed from a cached batch: what forward's head does."""
-    return model.head_output(item.obs, item.estimates, fusing_module(model)(*item.fuse_args))
+    return model.final_output(item.obs, item.estimates, fusing_module(model)(*item.fuse_args))
 
 
 def tune_head(model: nn.Module, cached: list[HeadInputs], cfg, settings: HeadTuning) -> list[float]:

@@ -127,11 +127,17 @@ def budgets(run_dir: Path) -> list[tuple[int, Path]]:
     return found
 
 
+# Optional second scorings of every budget: (key in a point, row suffix, the summaries' subject)
+VARIANTS = (("tuned", ", head tuned", "The head-tuned output"),
+            ("consistent", ", data-consistent", "The data-consistent output"))
+
+
 def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None,
-          tune: HeadTuning | None = None) -> dict:
+          tune: HeadTuning | None = None, consistent: bool = False) -> dict:
     """The learning curve of one trained model (see the module docstring); `epochs`: only these
     budgets (a deblurring budget costs about 10 minutes on 2 cores); `tune`: also score each budget
-    with its head tuned (dgunet.head_tuning) on the run's training photos."""
+    with its head tuned (dgunet.head_tuning) on the run's training photos; `consistent` (SR): also
+    with the output projected onto A x = y (MODEL.DATA_CONSISTENCY), for a run trained without it."""
     from dgunet.config import config_from_yaml_string
     from dgunet.testrun.loading import load_model
 
@@ -148,13 +154,18 @@ def curve(name: str, runs: Path, previous: dict, epochs: list[int] | None = None
               "points": [], "baselines": baselines(task, items, scale, previous.get("baselines"))}
     done = {p["epoch"]: p for p in previous.get("points", [])}
     for epoch, path in points:
-        if (epoch in done and "stages" in done[epoch] and path.name != "model_latest.pth"
-                and (tune is None or "tuned" in done[epoch])):
+        wanted = ["stages", *(["tuned"] if tune is not None else []), *(["consistent"] if consistent else [])]
+        if epoch in done and all(k in done[epoch] for k in wanted) and path.name != "model_latest.pth":
             result["points"].append(done[epoch])
             continue
         start = time.perf_counter()
         model = load_model(task, path).model  # gradient step and start from the checkpoint's config
         point = {"epoch": epoch, "steps": epoch * steps_per_epoch, **model_scores(model, items, scale)}
+        if consistent and not model.data_consistency:
+            model.data_consistency = True  # read at forward time; the weights are untouched
+            point["consistent"] = model_scores(model, items, scale)
+            model.data_consistency = False
+            print(f"{name} epoch {epoch}, data-consistent: {point['consistent']['final']}", flush=True)
         if tune is not None:
             info = tune_model(model, cfg, tune, train_dir=runs / "train_photos", source=str(path))
             point["tuned"] = {**model_scores(model, items, scale), "head_tuning": info}
@@ -209,15 +220,15 @@ def markdown(curves: dict) -> str:
         for row, values in c["baselines"].items():
             label = f"{row} (the model's start)" if row == c.get("start", "adagger") else row
             lines.append(f"| {label} | " + " | ".join(f"{values[g]:.2f}" for g in groups) + " |")
-        # (suffix, point, its scores) per budget: as trained, then head tuned where scored
+        # (suffix, point, its scores) per budget: as trained, then each variant where scored
         rows = [(suffix, p, q) for p in c["points"]
-                for suffix, q in (("", p), (", head tuned", p.get("tuned"))) if q is not None]
+                for suffix, q in (("", p), *((v[1], p.get(v[0])) for v in VARIANTS)) if q is not None]
         for suffix, point, scores in rows:
             above = {g: stage_above_output(scores["stages"][g]) if "stages" in scores else None for g in groups}
             lines.append(f"| DGUNet{suffix}, {point['steps']} steps (epoch {point['epoch']}) | "
                          + " | ".join(cell(scores["final"][g], above[g], scores.get("margin", {}).get(g))
                                       for g in groups) + " |")
-        for suffix, who in (("", "The output"), (", head tuned", "The head-tuned output")):
+        for suffix, who in (("", "The output"), *((v[1], v[2]) for v in VARIANTS)):
             if scored := [(p, q) for s, p, q in rows if s == suffix]:
                 lines += summary(who, scored, groups)
         last = c["points"][-1]
@@ -273,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(dgunet.head_tuning, stages frozen) on the run's training photos")
     parser.add_argument("--tune-batches", type=int, default=HeadTuning().batches,
                         help="cached training batches of --tune-head (default %(default)s)")
+    parser.add_argument("--data-consistency", action="store_true", help="SR: also score every budget with the "
+                        "output projected onto A x = y (MODEL.DATA_CONSISTENCY), weights unchanged")
     args = parser.parse_args(argv)
     names = args.models or sorted(p.name for p in (args.runs / "runs").iterdir() if p.is_dir())
     out_file = args.out / "curves.json"
@@ -280,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     curves = {}
     for name in names:
         curves[name] = curve(name, args.runs, previous.get(name, {}), args.epochs,
-                             HeadTuning(batches=args.tune_batches) if args.tune_head else None)
+                             HeadTuning(batches=args.tune_batches) if args.tune_head else None,
+                             args.data_consistency)
         write_text_atomic(out_file, json.dumps({**previous, **curves}, indent=1) + "\n")
     every = dict(sorted({**previous, **curves}.items()))  # earlier models of curves.json are shown too
     write_text_atomic(args.out / "curves.md", markdown(every))

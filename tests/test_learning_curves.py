@@ -49,3 +49,14 @@ def test_the_margin_is_paired_over_images_against_the_best_stage_by_mean():
     text = lc.markdown(points)
     assert "| 30.30 (stage 2: 30.40; -0.100 ± 0.020) |" in text
     assert "smallest -0.100 ± 0.020 dB (408 steps, x2), largest +0.200 dB." in text
+
+
+def test_a_data_consistent_scoring_gets_its_own_rows_and_summary():
+    c = curves([30.0, 30.4, 30.2, 30.1, 30.0, 29.9, 30.3])
+    first = c["sr-x2"]["points"][0]
+    projected = [30.0, 30.4, 30.2, 30.1, 30.0, 29.9, 30.45]
+    first["consistent"] = {"final": {"x2": projected[-1]}, "stages": {"x2": projected}}
+    text = module().markdown(c)
+    assert "| DGUNet, data-consistent, 408 steps (epoch 3) | 30.45 |" in text
+    assert "The data-consistent output is the best stage at every budget and group." in text
+    assert "A stage is above the output at: 408 steps (x2)." in text  # the as-trained row still says so

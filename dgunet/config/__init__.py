@@ -96,7 +96,9 @@ def model_arguments(cfg: CN, gradient: str | None = None) -> dict[str, Any]:
     gradient = gradient or m.GRADIENT
     if gradient == "learned":
         return head
-    return {"gradient": gradient, **({"noise_aware": True} if m.NOISE_AWARE else {}), **start, **head}
+    consistency = {"data_consistency": True} if m.DATA_CONSISTENCY else {}
+    return {"gradient": gradient, **({"noise_aware": True} if m.NOISE_AWARE else {}), **start, **head,
+            **consistency}
 
 
 def cosine_t_max(cfg: CN) -> int:

@@ -30,6 +30,9 @@ def _model() -> CN:
     # Image models: what the output head corrects (dgunet.models.image.HEADS): x0 (the start, published)
     # | stages (a learned per-pixel mix of the start and the 6 stage estimates; adds readout.* keys).
     m.HEAD = "x0"
+    # Image models, known modes, noiseless operators: project the output onto A x = y at the end of the
+    # forward (dgunet.models.image.DATA_CONSISTENCY; bicubic SR). Adds no parameters.
+    m.DATA_CONSISTENCY = False
     # Compressive sensing sampling matrix: learned (published) | fixed (seeded Gaussian,
     # dgunet.physics.CompressedSensing with seed MODEL.PHI_SEED).
     m.PHI = "learned"

@@ -50,6 +50,12 @@ def validate(cfg: CN) -> None:
     _check(not cfg.LOSS.CORRECTION_WEIGHT or cfg.MODEL.HEAD == "stages", f"LOSS.CORRECTION_WEIGHT = "
            f"{cfg.LOSS.CORRECTION_WEIGHT} trains the stages head's correction: set MODEL.HEAD stages, or 0")
     validate_degrade(cfg)
+    if cfg.MODEL.DATA_CONSISTENCY:
+        d = cfg.DEGRADE
+        noiseless_bicubic = d.KIND == "sr" and d.SR_KERNEL == "bicubic" and max(d.SIGMA_RANGE) == 0
+        _check(noiseless_bicubic, f"MODEL.DATA_CONSISTENCY fits y exactly: it needs noiseless bicubic SR "
+               f"(DEGRADE.KIND sr, SR_KERNEL bicubic, SIGMA_RANGE [0, 0]), not KIND {d.KIND}, SR_KERNEL "
+               f"{d.SR_KERNEL}, SIGMA_RANGE {list(d.SIGMA_RANGE)}; or set it false")
 
 
 def _validate_model(m: CN) -> None:
@@ -64,7 +70,11 @@ def _validate_model(m: CN) -> None:
     _check(m.PHI in ("learned", "fixed"), f"MODEL.PHI = {m.PHI!r}; choose learned or fixed")
     _check(not m.NOISE_AWARE or m.GRADIENT != "learned", "MODEL.NOISE_AWARE needs a known operator: set "
            "MODEL.GRADIENT known or known+learned (with DEGRADE.KIND blur | sr | noise)")
+    _check(not m.DATA_CONSISTENCY or m.GRADIENT != "learned", "MODEL.DATA_CONSISTENCY projects onto the known "
+           "operator's A x = y: set MODEL.GRADIENT known or known+learned, or MODEL.DATA_CONSISTENCY false")
     if tasks.get_task(m.TASK).is_cs:
+        _check(not m.DATA_CONSISTENCY, "MODEL.DATA_CONSISTENCY applies to the image models; set it false for "
+               "compressive sensing")
         _check(m.HEAD == "x0", f"MODEL.HEAD {m.HEAD} applies to the image models; compressive sensing keeps "
                f"its published head: set MODEL.HEAD x0")
         _one_of(m.START, CS_STARTS, "MODEL.START")

@@ -56,6 +56,7 @@ def fingerprint(cfg, num_samples: int) -> dict[str, Any]:
         "MODEL.NOISE_AWARE": m.NOISE_AWARE,
         **({"MODEL.START": m.START} if m.START != "adagger" else {}),  # absent: older snapshots still match
         **({"MODEL.HEAD": m.HEAD} if m.HEAD != "x0" else {}),
+        **({"MODEL.DATA_CONSISTENCY": True} if m.DATA_CONSISTENCY else {}),
         "LOSS.STAGE_WEIGHTS": [float(w) for w in cfg.LOSS.STAGE_WEIGHTS],
         **({"LOSS.CORRECTION_WEIGHT": float(cfg.LOSS.CORRECTION_WEIGHT)} if cfg.LOSS.CORRECTION_WEIGHT else {}),
         # The synthetic degradations draw from these: any change alters the rest of the epoch's samples.
@@ -112,8 +113,9 @@ def check_fingerprint(snap: dict[str, Any], now: dict[str, Any], path: Path) -> 
 # patch, augmentation) may change between epochs; _recipe_changes warns about MODEL / OPTIM keys.
 BOUNDARY_KEYS = ("MODEL.TASK", "MODEL.ARCH", "MODEL.N_FEAT", "MODEL.SCALE_UNETFEATS", "MODEL.SCALE_ORSNETFEATS",
                  "MODEL.CS_RATIO", "MODEL.GRADIENT", "MODEL.PHI", "MODEL.PHI_SEED", "MODEL.NOISE_AWARE",
-                 "MODEL.START", "MODEL.HEAD", "LOSS.STAGE_WEIGHTS", "LOSS.CORRECTION_WEIGHT",
-                 "OPTIM.BATCH_SIZE", "TRAIN.PHASE", "DATA.TRAIN_DIR")
+                 "MODEL.START", "MODEL.HEAD", "MODEL.DATA_CONSISTENCY",
+                 "LOSS.STAGE_WEIGHTS", "LOSS.CORRECTION_WEIGHT", "OPTIM.BATCH_SIZE", "TRAIN.PHASE",
+                 "DATA.TRAIN_DIR")
 
 
 def boundary_fingerprint(full: dict[str, Any]) -> dict[str, Any]:

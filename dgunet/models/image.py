@@ -19,6 +19,8 @@ dgunet.models.gradient, and `NoiseConditioning` below). Without it the keys are 
 start) or "stages" (a per-pixel convex mix of x0 and the 6 stage estimates, plus the correction
 through a per-pixel gate, both read from the head's features by a small conv, `readout`; see HEADS
 and `head_output`). "stages" adds the `readout.*` keys.
+`data_consistency=True` (known modes, noiseless operators with `project`: bicubic SR) ends the
+eval-mode forward by projecting the output onto {x : A x = y} (`data_consistent`); no parameters.
 
 DGUNet shares one stage (`basic`) across stages 2..6; DGUNet+ gives every stage its own
 weights. Attribute names are the published checkpoint keys.
@@ -31,10 +33,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from dgunet.errors import ConfigError
+from dgunet.errors import ConfigError, PhysicsError
 from dgunet.models.blocks import SAM, Decoder, Encoder, MergeBlock, ResBlock, conv, shallow_feat
 from dgunet.models.gradient import GRADIENTS, Observation, gradient_step, observe
 from dgunet.models.start import STARTS
+from dgunet.physics.base import project
 
 NUM_STAGES = 7
 # What the output head adds its correction to. "x0" is published. A head on the start must learn the
@@ -58,6 +61,13 @@ READOUT_GAIN = 10.0
 # (Passing the correction the output's gradient straight through the gate instead was tried: the
 # stages collapsed to 5 dB within 816 steps; it is a biased gradient that the shared stages exploit.)
 REFINED = "refined"
+# Data consistency (noiseless operators, eval mode): the output is projected onto {x : A x = y}. The
+# true image lies in that affine set, so the projection is never farther from it than the head's
+# estimate (Pythagoras), whatever the estimate: a gain that needs no training. Measured on SR x4
+# (bicubic, 4 held-out photos): +0.02 to +0.10 dB on the output at every budget of a run, and 7 of its
+# 8 late ties with stages 4-6 became leads. Why not in training too: a run trained through it ended
+# 0.3 dB lower at 2,448 steps (the head learns only the null-space part, the stages lose the output's
+# gradient on the rest). Noisy y would be fitted exactly, noise included, so noisy operators are refused.
 
 
 @dataclass
@@ -141,7 +151,7 @@ class _ImageUnfolding(nn.Module):
     def __init__(self, in_c: int, out_c: int, n_feat: int, scale_unetfeats: int,
                  scale_orsnetfeats: int, kernel_size: int, reduction: int, bias: bool,
                  gradient: str = "learned", noise_aware: bool = False, start: str = "adagger",
-                 head: str = "x0"):
+                 head: str = "x0", data_consistency: bool = False):
         super().__init__()
         if gradient not in GRADIENTS:
             raise ConfigError(f"gradient={gradient!r}; choose one of {', '.join(GRADIENTS)}")
@@ -155,6 +165,10 @@ class _ImageUnfolding(nn.Module):
                               f"'known+learned'")
         if head not in HEADS:
             raise ConfigError(f"head={head!r}; choose one of {', '.join(HEADS)}")
+        if data_consistency and gradient == "learned":
+            raise ConfigError("data_consistency=True projects onto the known operator's A x = y: use "
+                              "gradient='known' or 'known+learned'")
+        self.data_consistency = data_consistency
         self.gradient, self.noise_aware, self.start, self.head = gradient, noise_aware, start, head
         self.record_refined = False  # set by a trainer whose loss reads REFINED (LOSS.CORRECTION_WEIGHT)
         self.in_c, self.out_c = in_c, out_c
@@ -198,6 +212,23 @@ class _ImageUnfolding(nn.Module):
         if self.training and self.record_refined:  # what LOSS.CORRECTION_WEIGHT scores; the trainer takes it
             setattr(self, REFINED, mix.detach() + correction.float())
         return (mix + gate * correction.float()).to(obs.x0.dtype)
+
+    def final_output(self, obs: Observation, estimates: list[Tensor], feats: Tensor) -> Tensor:
+        """Stage 7's output (B,C,H,W) from the head's features: `head_output`, then `data_consistent`."""
+        return self.data_consistent(self.head_output(obs, estimates, feats), obs)
+
+    def data_consistent(self, final: Tensor, obs: Observation) -> Tensor:
+        """The output (B,C,H,W), projected onto {x : A x = y} when `data_consistency` is on and the
+        model is in eval mode (see DATA_CONSISTENCY above); else itself."""
+        if not self.data_consistency or self.training:
+            return final
+        sigma = getattr(getattr(obs.physics, "noise_model", None), "sigma", 0.0)
+        if bool(torch.as_tensor(sigma).gt(0).any()):
+            raise PhysicsError("this model projects its output onto A x = y (MODEL.DATA_CONSISTENCY), which "
+                               "needs noiseless y, but the operator adds noise (sigma > 0): give sigma 0, or "
+                               "set model.data_consistency = False")
+        with torch.autocast(final.device.type, enabled=False):  # bf16 products would not land on A x = y
+            return project(obs.physics, final.float(), obs.y.float()).to(final.dtype)
 
     def _add_noise_net(self) -> None:
         """Registered last, and only when enabled: the published keys and their order stay."""
@@ -251,9 +282,9 @@ class DGUNet(_ImageUnfolding):
     def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 80, scale_unetfeats: int = 48,
                  scale_orsnetfeats: int = 32, kernel_size: int = 3, reduction: int = 4,
                  bias: bool = False, gradient: str = "learned", noise_aware: bool = False,
-                 start: str = "adagger", head: str = "x0"):
+                 start: str = "adagger", head: str = "x0", data_consistency: bool = False):
         super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, kernel_size,
-                         reduction, bias, gradient, noise_aware, start, head)
+                         reduction, bias, gradient, noise_aware, start, head, data_consistency)
         n, s, o = n_feat, scale_unetfeats, scale_orsnetfeats
         resblock_act = nn.PReLU()  # one PReLU for every phi/phi^T (published quirk)
         act = nn.PReLU()  # one PReLU for this module's own CABs
@@ -291,8 +322,7 @@ class DGUNet(_ImageUnfolding):
         gain, shift = conditions[-1]
         v = gradient_step(x, obs, scaled(self.r6, gain), self.phi_6, self.phit_6)
         feats = self.concat67(torch.cat([shifted(self.shallow_feat7(v), shift), carry.feats], dim=1))
-        final = self.head_output(obs, estimates, feats)
-        return [final, *reversed(estimates)]
+        return [self.final_output(obs, estimates, feats), *reversed(estimates)]
 
     def step_sizes(self) -> list[float]:
         return [self.r0.item()] + [self.basic.r1.item()] * 5 + [self.r6.item()]
@@ -307,9 +337,9 @@ class DGUNetPlus(_ImageUnfolding):
     def __init__(self, in_c: int = 3, out_c: int = 3, n_feat: int = 80, scale_unetfeats: int = 48,
                  scale_orsnetfeats: int = 32, kernel_size: int = 3, reduction: int = 4,
                  bias: bool = False, gradient: str = "learned", noise_aware: bool = False,
-                 start: str = "adagger", head: str = "x0"):
+                 start: str = "adagger", head: str = "x0", data_consistency: bool = False):
         super().__init__(in_c, out_c, n_feat, scale_unetfeats, scale_orsnetfeats, kernel_size,
-                         reduction, bias, gradient, noise_aware, start, head)
+                         reduction, bias, gradient, noise_aware, start, head, data_consistency)
         n, s = n_feat, scale_unetfeats
         resblock_act = nn.PReLU()
         act = nn.PReLU()
@@ -350,8 +380,7 @@ class DGUNetPlus(_ImageUnfolding):
         gain, shift = conditions[-1]
         v = gradient_step(x, obs, scaled(self.r6, gain), self.phi_6, self.phit_6)
         feats = self.merge67(shifted(self.shallow_feat7(v), shift), carry.feats)
-        final = self.head_output(obs, estimates, feats)
-        return [final, *reversed(estimates)]
+        return [self.final_output(obs, estimates, feats), *reversed(estimates)]
 
     def step_sizes(self) -> list[float]:
         return [getattr(self, f"r{k}").item() for k in range(NUM_STAGES)]

@@ -10,6 +10,8 @@ Duck-typed contract (all the models need; deepinv's physics objects satisfy it):
                    `operator_norm` estimates L by `power_iteration`.
   op.image_shape(y_shape)  optional: the shape A_adjoint returns for a measurement of y_shape,
                    without computing it (the blind models use it to tell same-size operators apart)
+  op.project(z, y) optional: the image nearest z (B,C,H,W) with A x = y exactly, z + A^+(y - A z)
+                   (read by a model's MODEL.DATA_CONSISTENCY; see `project`)
 """
 
 from __future__ import annotations
@@ -102,6 +104,21 @@ def operator_norm(op, x: Tensor) -> float | Tensor:
     return exact(x) if callable(exact) else power_iteration(op, x)
 
 
+def project(op, z: Tensor, y: Tensor) -> Tensor:
+    """op.project(z, y): the orthogonal projection of z (B,C,H,W) onto {x : A x = y}.
+
+    Why it can only help with noiseless y: the projection is onto an affine set that holds the true
+    image, so by Pythagoras it is never farther from it than z is (any z, any image). Raises
+    PhysicsError for operators without an exact, cheap projection.
+    """
+    method = getattr(op, "project", None)
+    if not callable(method):
+        raise PhysicsError(f"the operator {type(op).__name__} has no project(z, y) (the exact projection onto "
+                           f"A x = y): data consistency is for Downsample (bicubic), Inpainting and "
+                           f"Identity; turn MODEL.DATA_CONSISTENCY off for this operator")
+    return method(z, y)
+
+
 def adjoint_shape(op, y: Tensor) -> torch.Size:
     """The shape of op.A_adjoint(y), computed without A_adjoint on the whole batch where possible.
 
@@ -165,6 +182,10 @@ class Identity(LinearOperator):
 
     def norm_AtA(self, x: Tensor) -> float:
         return 1.0
+
+    def project(self, z: Tensor, y: Tensor) -> Tensor:
+        """A x = y holds for x = y alone."""
+        return y.to(z.dtype).expand_as(z)
 
     def image_shape(self, y_shape) -> torch.Size:
         return torch.Size(y_shape)

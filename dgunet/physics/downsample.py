@@ -8,6 +8,10 @@ kernel="gaussian" or a kernel tensor: blur with that kernel (true convolution, "
   interpolation of y on those sample positions (a cheap start, not the pseudo-inverse).
 The Gaussian's default sigma is (f-1)/2 (scikit-image's anti-aliasing rule), truncated at 3 sigma.
 
+Data consistency (`project`, bicubic only): A x = y pins the h*w low-resolution samples, and
+A^+ = R_h^+ (x) R_w^+ with R^+ = R^T (R R^T)^-1 (each R has full row rank), so the nearest image to z
+with A x = y is z + R_h^+ (y - A z) R_w^+^T: two small matrix products, no iteration.
+
 Operator norm L = ||A^T A|| (`norm_AtA`): bicubic, A x = R_h x R_w^T, so A^T A = (R_h^T R_h) (x) (R_w^T R_w)
 and L = ||R_h||^2 ||R_w||^2 exactly (about 1/f^2). Filtered and circular: A A^T is diagonal in the
 Fourier basis of the small grid, (1/f^2) sum over the f^2 aliases of |K|^2, and L is its maximum,
@@ -100,6 +104,16 @@ class Downsample(LinearOperator):
         h, w = y.shape[-2:]
         return resize(y, (h * self.factor, w * self.factor), centred=self.blur is None)
 
+    def project(self, z: Tensor, y: Tensor) -> Tensor:
+        """z (B,C,H,W) -> the image nearest z with A x = y (bicubic; see the module docstring)."""
+        if self.blur is not None:
+            raise PhysicsError(f"Downsample(kernel={self.kind!r}).project: the exact projection is implemented "
+                               f"for the bicubic kernel only; turn MODEL.DATA_CONSISTENCY off here")
+        (h, w), (n_h, n_w) = z.shape[-2:], y.shape[-2:]
+        rows = pseudo_inverse(h, n_h).to(device=z.device, dtype=z.dtype)
+        cols = pseudo_inverse(w, n_w).to(device=z.device, dtype=z.dtype)
+        return z + rows @ (y.to(z.dtype) - self.A(z)) @ cols.t()
+
     def norm_AtA(self, x: Tensor) -> float | Tensor:
         """L = ||A^T A|| on images shaped like x: a float (bicubic) or one per kernel (Bk,)."""
         self._check(x)
@@ -118,6 +132,14 @@ class Downsample(LinearOperator):
 
     def image_shape(self, y_shape) -> torch.Size:
         return torch.Size((*y_shape[:-2], y_shape[-2] * self.factor, y_shape[-1] * self.factor))
+
+
+@lru_cache(maxsize=64)
+def pseudo_inverse(n_in: int, n_out: int) -> Tensor:
+    """(n_in, n_out) R^+ = R^T (R R^T)^-1 of MATLAB's bicubic (n_out, n_in) resize matrix (float64, CPU,
+    cached: do not modify it in place)."""
+    matrix = resize_matrix(n_in, n_out)
+    return matrix.t() @ torch.linalg.inv(matrix @ matrix.t())
 
 
 @lru_cache(maxsize=64)

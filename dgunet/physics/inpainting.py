@@ -54,6 +54,11 @@ class Inpainting(LinearOperator):
     def A_dagger(self, y: Tensor) -> Tensor:
         return self._masked(y, "Inpainting.A_dagger")
 
+    def project(self, z: Tensor, y: Tensor) -> Tensor:
+        """Kept pixels (m > 0) become y / m, the only values with m x = y; missing ones keep z."""
+        mask = self.mask.to(z)
+        return torch.where(mask > 0, y.to(z.dtype) / mask.clamp_min(torch.finfo(z.dtype).tiny), z)
+
     def norm_AtA(self, x: Tensor) -> Tensor:
         """max mask^2 per sample, (Bm,) with Bm the mask's batch (1 for an (H,W) mask)."""
         mask = self.mask.to(device=x.device, dtype=x.dtype)

@@ -40,7 +40,7 @@ from dgunet.errors import ConfigError, DataError
 from dgunet.evaluate import EvaluationResult, ImageScore, write_json_atomic
 from dgunet.metrics.protocols import get_protocol
 from dgunet.models.start import start_estimate
-from dgunet.physics.base import adjoint_shape, initial_estimate, operator_norm
+from dgunet.physics.base import adjoint_shape, initial_estimate, operator_norm, project
 from dgunet.tasks import KNOWN_PROTOCOLS, patch_multiple
 from dgunet.testrun.results import DatasetResult
 
@@ -184,6 +184,12 @@ class PaddedOperator(nn.Module):
     def classical_start(self, y: Tensor, start: str, sigma=None) -> Tensor:
         """A classical solver's estimate (dgunet.models.start) on the true size, padded like A_dagger."""
         return pad_to_multiple(start_estimate(self.op, y, start, sigma), self.multiple)
+
+    def project(self, z: Tensor, y: Tensor) -> Tensor:
+        """The crop is projected (physics.base.project); the padding is unconstrained, so it stays."""
+        h, w = self.size
+        inner = project(self.op, unpad(z, self.size), y)
+        return torch.cat([torch.cat([inner, z[..., :h, w:]], dim=-1), z[..., h:, :]], dim=-2)
 
     def norm_AtA(self, x: Tensor) -> float | Tensor:
         """L of A' = A crop: the crop's singular values are all 1, so ||A'^T A'|| = ||A^T A|| at the
