@@ -180,6 +180,15 @@ def warn_sigma_range(degradation: Degradation, cfg, weights: str) -> None:
               f"[{trained[0]:g}, {trained[1]:g}] (DEGRADE.SIGMA_RANGE); expect weaker results", file=sys.stderr)
 
 
+def skip_projection_for_noise(model: nn.Module, degradation: Degradation) -> None:
+    """Noisy inputs: turn off the model's projection onto A x = y (MODEL.DATA_CONSISTENCY), which
+    would fit the noise too; the model refuses noisy operators while it is on."""
+    if degradation.sigma and getattr(model, "data_consistency", False):
+        model.data_consistency = False
+        print(f"note: --sigma {degradation.sigma:g} > 0: the output is not projected onto A x = y "
+              f"(MODEL.DATA_CONSISTENCY), which would fit the noise", file=sys.stderr)
+
+
 def operator(degradation: Degradation, scale: int | None) -> nn.Module:
     """The known operator of the inputs (its noise model carries sigma for the model to read)."""
     from dgunet import physics
@@ -283,6 +292,7 @@ def run(args: argparse.Namespace) -> int:
     model, cfg = load(args, degradation, device)
     scale = model_scale(cfg, degradation.scale, args.weights) if args.task == "sr" else None
     warn_sigma_range(degradation, cfg, args.weights)
+    skip_projection_for_noise(model, degradation)
     op = operator(degradation, scale) if degradation.known else None
     failed: list[tuple[Path, str]] = []
     bar = tqdm(files, unit="image", disable=len(files) < 2, file=sys.stderr)

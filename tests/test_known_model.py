@@ -11,7 +11,7 @@ import torch
 from dgunet import physics
 from dgunet.config import defaults, validate
 from dgunet.errors import ConfigError, PhysicsError
-from dgunet.losses import KNOWN_STAGE_WEIGHTS, stage_loss
+from dgunet.losses import KNOWN_STAGE_WEIGHTS, LIGHT_STAGE_WEIGHTS, stage_loss
 from dgunet.models import build_model
 from dgunet.models.gradient import gradient_step, observe
 
@@ -247,15 +247,17 @@ def test_stage_weights_default_is_the_published_loss_and_weights_act():
         stage_loss(outputs, target, "sr", stage_weights=[1.0])
 
 
-@pytest.mark.parametrize("path", ["Deblurring/training_nonblind.yml", "Denoising/training_gaussian.yml",
-                                  "Super_Resolution/training.yml"])
-def test_known_task_configs_favour_the_final_stage(path):
+@pytest.mark.parametrize(("path", "weights"), [("Deblurring/training_nonblind.yml", LIGHT_STAGE_WEIGHTS),
+                                               ("Denoising/training_gaussian.yml", KNOWN_STAGE_WEIGHTS),
+                                               ("Super_Resolution/training.yml", LIGHT_STAGE_WEIGHTS)])
+def test_known_task_configs_favour_the_final_stage(path, weights):
     from conftest import REPO as ROOT
 
     cfg = defaults()
     cfg.merge_from_file(str(ROOT / path))
     validate(cfg)
-    assert tuple(cfg.LOSS.STAGE_WEIGHTS) == pytest.approx(KNOWN_STAGE_WEIGHTS)
+    assert tuple(cfg.LOSS.STAGE_WEIGHTS) == pytest.approx(weights)
+    assert weights[0] == 1.0 and max(weights[1:]) <= 0.02 * weights[0]  # mostly the output's loss
     published = defaults()
     published.merge_from_file(str(ROOT / "Deblurring/training.yml"))
     assert list(published.LOSS.STAGE_WEIGHTS) == []

@@ -78,6 +78,11 @@ def test_sr_output_is_scale_times_the_input_and_the_scale_must_match_the_weights
                   "--weights", str(tmp_path / "sr.pth")], tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert cv2.imread(str(tmp_path / "o" / "lr.png")).shape == (39, 39, 3)
+    # The SR recipe projects onto A x = y; noisy inputs turn that off (with a note), not fail.
+    noisy = restore([str(tmp_path / "lr.png"), "--out", str(tmp_path / "n"), "--task", "sr", "--sigma", "0.01",
+                     "--weights", str(tmp_path / "sr.pth")], tmp_path)
+    assert noisy.returncode == 0 and "not projected onto A x = y" in noisy.stderr, noisy.stderr
+    assert cv2.imread(str(tmp_path / "n" / "lr.png")).shape == (39, 39, 3)
     bad = restore([str(tmp_path / "lr.png"), "--out", str(tmp_path / "o"), "--task", "sr", "--scale", "2",
                    "--weights", str(tmp_path / "sr.pth")], tmp_path)
     assert bad.returncode == 2 and "trained for x3" in bad.stderr and "not x2" in bad.stderr
